@@ -1,0 +1,527 @@
+"""The training engine: every supervised stage of both papers (and, reused, the SSL methods).
+
+One loop, nanoGPT-style: :func:`fit` trains a model on a dataset with a :class:`~covtl.recipes.Recipe`,
+checkpointing after every epoch, and resumes from the last checkpoint when restarted. On a
+CPU a resumed run ends with exactly the metrics of an uninterrupted one: every epoch draws
+its randomness (shuffling, augmentation, dropout) from generators seeded by ``(seed, epoch)``,
+so nothing depends on what ran before.
+
+- Device: CUDA when available, else CPU (or ``device=...``); on CUDA, mixed precision and
+  channels-last.
+- Several processes: launched with ``torchrun``, the model is wrapped in
+  DistributedDataParallel with a DistributedSampler; the global batch is the recipe's,
+  split over processes; only rank 0 evaluates and writes.
+- Model selection uses the validation split only (best val accuracy, ties broken by the
+  lower val loss). The test split is scored once, after training, for the last-epoch and
+  the best-val model, and reported separately.
+- A finished run (``metrics.json`` present) is never overwritten unless ``overwrite=True``.
+
+Datasets yield dicts with ``image`` (3 x s x s tensor), ``label`` (int), ``group`` (patient
+id) and ``path``, as :mod:`covtl.data.datasets` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm.auto import tqdm
+
+from .io import write_json_atomic
+from .metrics import binary_metrics, bootstrap_ci
+from .provenance import provenance
+from .recipes import Recipe
+
+__all__ = [
+    "FinishedRunError",
+    "TrainConfig",
+    "fit",
+    "handoff",
+    "load_checkpoint",
+    "resolve_device",
+    "save_checkpoint",
+    "seed_everything",
+]
+
+CHECKPOINT_VERSION = 1
+
+
+class FinishedRunError(RuntimeError):
+    """The output folder holds a finished run; covtl does not overwrite it silently."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything about a run that is not the recipe.
+
+    Attributes:
+        out_dir: where checkpoints (``last.pt``, ``best.pt``), ``history.json``,
+            ``predictions.csv`` and ``metrics.json`` go.
+        seed: the one seed behind every random generator of the run.
+        arch: how the model was built (``name``, ``n_attn``, ``num_classes``); stored in
+            checkpoints so a mismatched architecture is refused on load.
+        device: ``None`` = CUDA if available, else CPU.
+        num_workers: DataLoader worker processes.
+        data: a description/fingerprint of the data, kept in the provenance.
+        overwrite: replace a finished run in ``out_dir``.
+        n_boot: bootstrap resamples for the test-set intervals.
+        progress: ``None`` = a bar only when attached to a terminal and not in CI/papermill.
+    """
+
+    out_dir: Path
+    seed: int = 0
+    arch: dict[str, Any] = field(default_factory=dict)
+    device: str | None = None
+    num_workers: int = 0
+    data: dict[str, Any] = field(default_factory=dict)
+    overwrite: bool = False
+    n_boot: int = 1000
+    progress: bool | None = None
+
+
+# ---------------------------------------------------------------------------- environment
+
+
+def resolve_device(device: str | None = None) -> torch.device:
+    """The requested device, or CUDA (this process's local rank) when available, else CPU."""
+    if device is not None:
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available here")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def _seed_worker(worker_id: int) -> None:  # DataLoader workers: derive from torch's per-worker seed
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)
+
+
+def _show_progress(flag: bool | None) -> bool:
+    if flag is not None:
+        return flag
+    in_papermill = "PAPERMILL_INPUT_PATH" in os.environ or "papermill" in sys.modules
+    return sys.stderr.isatty() and not os.environ.get("CI") and not in_papermill
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` to a temp file in the same folder, then rename: never a half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path, arch: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read a covtl checkpoint (``weights_only=True``); refuse one of another architecture."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt, truncated or unsafe files raise several types
+        raise ValueError(f"cannot read checkpoint {path}: {err}") from err
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise ValueError(f"{path} is not a covtl checkpoint (no 'model' entry)")
+    if arch is not None and ckpt.get("arch") and ckpt["arch"] != arch:
+        raise ValueError(
+            f"checkpoint {path} was written for {ckpt['arch']}, not {arch}; build the model with "
+            "the checkpoint's architecture or start from another checkpoint"
+        )
+    return ckpt
+
+
+# ---------------------------------------------------------------------------- model pieces
+
+
+def kaiming_init(model: nn.Module) -> None:
+    """Kaiming-normal convs and linears, zero biases (B: "Kaiming Initialization")."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def _trainable(model: nn.Module, recipe: Recipe) -> list[nn.Parameter]:
+    if not recipe.freeze_backbone:
+        return [p for p in model.parameters() if p.requires_grad]
+    head = {id(p) for p in model.head.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in head)
+    return list(model.head.parameters())
+
+
+def _set_train_mode(model: nn.Module, recipe: Recipe) -> None:
+    model.train()
+    if recipe.freeze_backbone:  # a frozen extractor keeps its batch-norm statistics too
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def build_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
+                               weight_decay=recipe.weight_decay)
+    return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def build_scheduler(opt: torch.optim.Optimizer, recipe: Recipe):
+    """Per-epoch learning-rate schedule of the recipe."""
+    if recipe.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, recipe.step_size, recipe.gamma)
+    if recipe.schedule == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(opt, list(recipe.milestones), recipe.gamma)
+    if recipe.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.cosine_period)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
+
+
+class _WithRotation(nn.Module):
+    """The classifier plus a 4-way rotation head sharing its features (B, Method 4)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.rotation_head = nn.Linear(model.feature_dim, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = self.model.forward_features(x)  # N x D
+        return self.model.forward_head(feats), self.rotation_head(feats)
+
+
+def _rotate_batch(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate each image by k * 90 degrees, k uniform in 0..3 (B Method 4); returns (x, k)."""
+    k = torch.randint(0, 4, (x.shape[0],), generator=generator)
+    out = torch.stack([torch.rot90(img, int(r), dims=(1, 2)) for img, r in zip(x, k, strict=True)])
+    return out, k.to(x.device)
+
+
+def handoff(
+    name: str,
+    *,
+    num_classes: int,
+    checkpoint: str | os.PathLike | None = None,
+    n_attn: int = 0,
+    dropout: float | None = None,
+    allow_new_attention: bool = False,
+    seed: int | None = None,
+) -> nn.Module:
+    """Start a stage from the previous stage's checkpoint (or random init for ``None``).
+
+    The classifier is replaced when the class count changes. Afterwards the model is
+    compared with the checkpoint key by key: exactly the head's keys may differ (when the
+    class count changed), and nothing else; attention blocks absent from the checkpoint are
+    allowed only with ``allow_new_attention`` (torchvision weights into an ATTN network).
+    With ``seed``, every generator is seeded first, so the new weights are reproducible.
+    """
+    from .models import build_model
+    from .models.weights import read_state_dict
+
+    if seed is not None:
+        seed_everything(seed)
+    model = build_model(name, num_classes=num_classes, n_attn=n_attn, dropout=dropout, weights=checkpoint)
+    if checkpoint is None:
+        return model
+    report = model.load_report
+    if report.missing_allowed and not allow_new_attention:
+        raise ValueError(
+            f"{checkpoint} has no weights for {len(report.missing_allowed)} keys of {name} "
+            f"(n_attn={n_attn}), e.g. {report.missing_allowed[:3]}: it was trained with another "
+            "architecture"
+        )
+    source = read_state_dict(checkpoint)
+    own = model.state_dict()
+    changed = {k for k in own if k not in source or own[k].shape != source[k].shape
+               or not torch.equal(own[k], source[k].to(own[k].dtype))}
+    head_ids = {id(p) for p in model.head.parameters()}
+    head = {n for n, p in model.named_parameters() if id(p) in head_ids}
+    expected = (head if report.head_reset else set()) | set(report.missing_allowed)
+    if changed != expected:
+        raise RuntimeError(
+            f"hand-off from {checkpoint} changed {sorted(changed ^ expected)[:5]} unexpectedly"
+        )
+    return model
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, Any]:
+    """Class probabilities, labels, groups and paths over a loader (eval mode)."""
+    model.eval()
+    probs, labels, groups, paths = [], [], [], []
+    for batch in loader:
+        x = batch["image"].to(device, non_blocking=True)
+        with _autocast(device):
+            logits = model(x)
+        probs.append(torch.softmax(logits.float(), dim=1).cpu())
+        labels.append(torch.as_tensor(batch["label"]))
+        groups += list(batch["group"])
+        paths += list(batch["path"])
+    return {"probs": torch.cat(probs).numpy(), "labels": torch.cat(labels).numpy(),
+            "groups": groups, "paths": paths}
+
+
+def _loss_acc(pred: dict[str, Any]) -> tuple[float, float]:
+    p = np.clip(pred["probs"][np.arange(len(pred["labels"])), pred["labels"]], 1e-12, 1)
+    acc = float((pred["probs"].argmax(1) == pred["labels"]).mean())
+    return float(-np.log(p).mean()), acc
+
+
+def score(pred: dict[str, Any], n_boot: int, seed: int) -> dict[str, Any]:
+    """Test metrics with patient-level bootstrap intervals.
+
+    Binary tasks (COVID vs NonCOVID, label 1 = COVID): the five metrics, COVID positive, plus
+    the NonCOVID-positive variant of the official Self-Trans code. Multi-class: accuracy.
+    """
+    y, groups = pred["labels"], pred["groups"]
+    if pred["probs"].shape[1] == 2:
+        s = pred["probs"][:, 1]
+        return {
+            "covid_positive": bootstrap_ci(y, s, groups, n_boot=n_boot, seed=seed),
+            "noncovid_positive": binary_metrics(y, s, positive=0),
+            "n_images": len(y), "n_patients": len(set(groups)),
+        }
+
+    def accuracy(yy, ss):
+        return {"accuracy": float((ss == yy).mean())}
+
+    top1 = pred["probs"].argmax(1).astype(float)
+    return {"accuracy": bootstrap_ci(y, top1, groups, metric=accuracy, n_boot=n_boot, seed=seed),
+            "n_images": len(y), "n_patients": len(set(groups))}
+
+
+@contextlib.contextmanager
+def _autocast(device: torch.device) -> Iterator[None]:
+    if device.type == "cuda":
+        with torch.autocast("cuda", dtype=torch.float16):
+            yield
+    else:
+        yield
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+def _loader(ds: Dataset, recipe: Recipe, cfg: TrainConfig, epoch: int, train: bool,
+            world: int, rank: int) -> DataLoader:
+    gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
+    sampler = None
+    if train and world > 1:
+        sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+        sampler.set_epoch(epoch)
+    batch = max(1, recipe.batch_size // world) if train else recipe.batch_size
+    return DataLoader(
+        ds, batch_size=batch, shuffle=train and sampler is None, sampler=sampler,
+        num_workers=cfg.num_workers, generator=gen, worker_init_fn=_seed_worker,
+        drop_last=train and len(ds) > batch, pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+    )
+
+
+def fit(
+    model: nn.Module,
+    recipe: Recipe,
+    cfg: TrainConfig,
+    train_set: Dataset,
+    val_set: Dataset | None = None,
+    test_set: Dataset | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` with ``recipe``; resume from ``cfg.out_dir/last.pt`` when it exists.
+
+    Returns (and, on rank 0, writes to ``metrics.json``) the run record: config, recipe,
+    history, last-epoch and best-val test metrics, provenance and wall time.
+    """
+    out = Path(cfg.out_dir)
+    rank, world = _distributed()
+    if (out / "metrics.json").exists() and not cfg.overwrite:
+        raise FinishedRunError(
+            f"{out} holds a finished run (metrics.json); pass overwrite=True to replace it, or "
+            "choose another output folder"
+        )
+    if cfg.overwrite and rank == 0:
+        for name in ("metrics.json", "last.pt", "best.pt", "history.json", "predictions.csv"):
+            (out / name).unlink(missing_ok=True)
+    if world > 1:
+        dist.barrier()
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    if recipe.kaiming_init:
+        kaiming_init(model)
+    # B Method 4: a 4-way rotation head on the shared features, kept out of the model's state
+    joint = _WithRotation(model) if recipe.rotation_aux else model
+    joint.to(device)
+    if device.type == "cuda":
+        joint.to(memory_format=torch.channels_last)
+    params = _trainable(model, recipe)
+    if recipe.rotation_aux:
+        params += list(joint.rotation_head.parameters())
+    opt = build_optimizer(params, recipe)
+    sched = build_scheduler(opt, recipe)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    run_config = {"recipe": dataclasses.asdict(recipe), "seed": cfg.seed, "arch": cfg.arch,
+                  "world_size": world}
+
+    start_epoch, history, best = 0, [], {"epoch": -1, "val_acc": -1.0, "val_loss": math.inf}
+    last_path = out / "last.pt"
+    if last_path.exists():
+        ckpt = load_checkpoint(last_path, cfg.arch or None)
+        if ckpt["config"]["recipe"] != run_config["recipe"] or ckpt["config"]["seed"] != cfg.seed:
+            raise ValueError(
+                f"{last_path} belongs to a run with another recipe or seed; remove {out} or "
+                "choose another output folder to start afresh"
+            )
+        model.load_state_dict(ckpt["model"])
+        if recipe.rotation_aux:
+            joint.rotation_head.load_state_dict(ckpt["rotation_head"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        start_epoch, history, best = ckpt["epoch"] + 1, ckpt["history"], ckpt["best"]
+
+    net = joint
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            joint, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    t0 = time.perf_counter()
+    show = _show_progress(cfg.progress) and rank == 0
+    for epoch in range(start_epoch, recipe.epochs):
+        torch.manual_seed(_epoch_seed(cfg.seed, epoch))  # dropout, augmentation in-process
+        np.random.seed(_epoch_seed(cfg.seed, epoch) % 2**32)
+        random.seed(_epoch_seed(cfg.seed, epoch))
+        rot_gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch) + 1)
+        loader = _loader(train_set, recipe, cfg, epoch, True, world, rank)
+        _set_train_mode(model, recipe)
+        total, n_seen = 0.0, 0
+        bar = tqdm(loader, disable=not show, leave=False, desc=f"epoch {epoch + 1}/{recipe.epochs}")
+        for step, batch in enumerate(bar):
+            if recipe.max_steps_per_epoch and step >= recipe.max_steps_per_epoch:
+                break
+            x = batch["image"].to(device, non_blocking=True)
+            y = torch.as_tensor(batch["label"]).to(device, non_blocking=True)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(device):
+                if recipe.rotation_aux:  # losses of both tasks added (B sec. IV-E.1)
+                    x, k = _rotate_batch(x, rot_gen)
+                    logits, rot_logits = net(x)
+                    loss = nn.functional.cross_entropy(logits, y) + nn.functional.cross_entropy(rot_logits, k)
+                else:
+                    loss = nn.functional.cross_entropy(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            total += float(loss.detach()) * len(y)
+            n_seen += len(y)
+            bar.set_postfix(loss=f"{total / n_seen:.4f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+        record = {"epoch": epoch, "train_loss": total / max(n_seen, 1), "lr": lr}
+        if rank == 0 and val_set is not None:
+            val_loader = _loader(val_set, recipe, cfg, epoch, False, 1, 0)
+            val_loss, val_acc = _loss_acc(predict(model, val_loader, device))
+            record.update(val_loss=val_loss, val_acc=val_acc)
+            if (val_acc, -val_loss) > (best["val_acc"], -best["val_loss"]):
+                best = {"epoch": epoch, "val_acc": val_acc, "val_loss": val_loss}
+                save_checkpoint(out / "best.pt", {"model": model.state_dict(), "arch": cfg.arch,
+                                                  "epoch": epoch, "config": run_config})
+        history.append(record)
+        if rank == 0:
+            save_checkpoint(last_path, {
+                "version": CHECKPOINT_VERSION, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
+                "history": history, "best": best, "config": run_config, "arch": cfg.arch,
+                "rotation_head": joint.rotation_head.state_dict() if recipe.rotation_aux else {},
+                "provenance": provenance(seed=cfg.seed, device=str(device), data=cfg.data),
+            })
+            write_json_atomic(out / "history.json", history)
+        if world > 1:
+            dist.barrier()
+    train_time = time.perf_counter() - t0
+
+    result: dict[str, Any] = {"config": run_config, "history": history, "best_val": best}
+    if rank == 0 and test_set is not None:
+        test_loader = _loader(test_set, recipe, cfg, recipe.epochs, False, 1, 0)
+        preds = {"last": predict(model, test_loader, device)}
+        if best["epoch"] >= 0 and (out / "best.pt").exists():
+            best_model = _copy_with_state(model, load_checkpoint(out / "best.pt", cfg.arch or None)["model"])
+            preds["best_val"] = predict(best_model, test_loader, device)
+        result["test"] = {k: score(p, cfg.n_boot, cfg.seed) for k, p in preds.items()}
+        _write_predictions(out / "predictions.csv", preds)
+    result["provenance"] = provenance(seed=cfg.seed, device=str(device), data=cfg.data,
+                                      train_time_s=round(train_time, 2), world_size=world)
+    if rank == 0:
+        write_json_atomic(out / "metrics.json", result)
+    if world > 1:
+        dist.barrier()
+    return result
+
+
+def _copy_with_state(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    import copy
+
+    clone = copy.deepcopy(model)
+    clone.load_state_dict(state)
+    return clone
+
+
+def _write_predictions(path: Path, preds: dict[str, dict[str, Any]]) -> None:
+    import pandas as pd
+
+    frames = []
+    for which, p in preds.items():
+        df = pd.DataFrame({"model": which, "path": p["paths"], "group": p["groups"], "label": p["labels"]})
+        for c in range(p["probs"].shape[1]):
+            df[f"prob_{c}"] = p["probs"][:, c]
+        frames.append(df)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pd.concat(frames).to_csv(tmp, index=False)
+    os.replace(tmp, path)

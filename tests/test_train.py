@@ -1,0 +1,200 @@
+"""The training engine: recipes, hand-off, determinism, resume, distributed, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from toy import ToyImages
+
+from covtl.models import build_model
+from covtl.recipes import RECIPES, get_recipe, scale_recipe
+from covtl.train import (
+    FinishedRunError,
+    TrainConfig,
+    fit,
+    handoff,
+    load_checkpoint,
+    save_checkpoint,
+    seed_everything,
+)
+
+TESTS = Path(__file__).resolve().parent
+
+
+def tiny_recipe(**changes):
+    base = get_recipe("b_transfer").replace(epochs=3, batch_size=8, image_size=32, cosine_period=2)
+    return base.replace(**changes)
+
+
+def run(tmp, name="run", recipe=None, train=None, seed=0, **cfg):
+    seed_everything(seed)  # the initial weights come from the seed too
+    model = build_model("crnet", num_classes=2)
+    arch = {"name": "crnet", "n_attn": 0, "num_classes": 2}
+    return fit(model, recipe or tiny_recipe(), TrainConfig(out_dir=tmp / name, seed=seed, arch=arch, n_boot=50, **cfg),
+               train or ToyImages(24, augment=True), ToyImages(8, seed=1), ToyImages(10, seed=2))
+
+
+def comparable(result):
+    return {k: result[k] for k in ("history", "best_val", "test")}
+
+
+def test_recipes_hold_the_papers_values():
+    a = RECIPES["a_stl_n"]
+    assert (a.optimizer, a.lr, a.momentum, a.weight_decay, a.step_size, a.gamma, a.epochs, a.batch_size,
+            a.dropout) == ("sgd", 0.1, 0.9, 1e-4, 30, 0.1, 90, 512, 0.8)
+    m = RECIPES["a_stl_m"]
+    assert (m.optimizer, m.lr, m.dropout, m.epochs, m.batch_size) == ("sgd", 2e-4, 0.5, 30, 64)
+    f = RECIPES["a_finetune"]
+    assert (f.lr, f.momentum, f.weight_decay, f.milestones, f.epochs, f.batch_size) == (
+        0.3, 0.9, 1e-4, (120, 160), 200, 256)
+    for name in ("b_random_init", "b_transfer", "b_transfer_frozen", "b_rotation_joint"):
+        b = RECIPES[name]
+        assert (b.optimizer, b.lr, b.batch_size, b.schedule, b.cosine_period, b.epochs) == (
+            "adam", 1e-4, 16, "cosine", 10, 50)
+    assert RECIPES["b_random_init"].kaiming_init and not RECIPES["b_transfer"].kaiming_init
+    assert RECIPES["b_transfer_frozen"].freeze_backbone and RECIPES["b_rotation_joint"].rotation_aux
+    with pytest.raises(ValueError, match="unknown recipe 'x'.*a_stl_n"):
+        get_recipe("x")
+
+
+def test_profiles_scale_and_paper_changes_nothing():
+    f = RECIPES["a_finetune"]
+    assert scale_recipe(f, "paper") is f
+    q = scale_recipe(f, "quick")
+    assert q.image_size == 64 and q.batch_size == 32 and q.epochs == 12
+    assert q.milestones == (7, 10) and q.lr == pytest.approx(0.3 * 32 / 256)
+    b = scale_recipe(RECIPES["b_transfer"], "quick")
+    assert b.lr == 1e-4 and b.batch_size == 16 and b.epochs == 3 and b.cosine_period == 1
+    assert scale_recipe(f, "smoke").max_steps_per_epoch == 2
+    with pytest.raises(ValueError, match="unknown profile"):
+        scale_recipe(f, "huge")
+
+
+def test_training_writes_a_complete_record_and_learns(tmp_path):
+    result = run(tmp_path, recipe=tiny_recipe(epochs=4, lr=3e-3))
+    out = tmp_path / "run"
+    assert {p.name for p in out.iterdir()} >= {"last.pt", "best.pt", "history.json", "metrics.json",
+                                                "predictions.csv"}
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["history"] == result["history"] and len(saved["history"]) == 4
+    assert saved["history"][-1]["train_loss"] < saved["history"][0]["train_loss"]
+    test = saved["test"]["last"]
+    assert set(test["covid_positive"]) == {"accuracy", "precision", "recall", "f1", "auc"}
+    assert test["n_images"] == 10 and test["n_patients"] == 5
+    assert "best_val" in saved["test"] and saved["provenance"]["seed"] == 0
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):
+    a, b = run(tmp_path, "a"), run(tmp_path, "b")
+    assert comparable(a) == comparable(b)
+    c = run(tmp_path, "c", seed=1)
+    assert c["history"] != a["history"]
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path):
+    full = run(tmp_path, "full")
+    # killed in the middle of the second epoch (24 images per epoch; 24 + 10 reads)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, "resumed", train=ToyImages(24, augment=True, fail_at=34))
+    ckpt = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert ckpt["epoch"] == 0 and not (tmp_path / "resumed" / "metrics.json").exists()
+    resumed = run(tmp_path, "resumed")
+    assert comparable(resumed) == comparable(full)
+
+
+def test_a_finished_run_is_not_overwritten(tmp_path):
+    run(tmp_path)
+    before = (tmp_path / "run" / "metrics.json").read_bytes()
+    with pytest.raises(FinishedRunError, match="finished run"):
+        run(tmp_path)
+    assert (tmp_path / "run" / "metrics.json").read_bytes() == before
+    run(tmp_path, overwrite=True)
+
+
+def test_resuming_with_another_recipe_is_refused(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, train=ToyImages(24, fail_at=30))
+    with pytest.raises(ValueError, match="another recipe or seed"):
+        run(tmp_path, recipe=tiny_recipe(lr=1.0))
+
+
+def test_frozen_backbone_trains_only_the_head(tmp_path):
+    model = build_model("crnet", num_classes=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fit(model, tiny_recipe(freeze_backbone=True, epochs=1), TrainConfig(out_dir=tmp_path / "f", n_boot=10),
+        ToyImages(16))
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {"fc.weight", "fc.bias"}
+
+
+def test_rotation_auxiliary_task_trains_jointly(tmp_path):
+    result = run(tmp_path, recipe=tiny_recipe(rotation_aux=True, epochs=3, lr=3e-3))
+    losses = [h["train_loss"] for h in result["history"]]
+    assert losses[-1] < losses[0] and losses[0] > 1.2  # CT + 4-way rotation cross-entropies
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert set(ckpt["rotation_head"]) == {"weight", "bias"}
+    assert not any(k.startswith("rotation") for k in ckpt["model"])
+
+
+def test_handoff_replaces_exactly_the_head(tmp_path):
+    source = build_model("resnet18", num_classes=3, n_attn=1)
+    path = tmp_path / "stl_m.pt"
+    save_checkpoint(path, {"model": source.state_dict(), "arch": {"name": "resnet18"}})
+    model = handoff("resnet18", num_classes=2, n_attn=1, checkpoint=path)
+    assert model.load_report.head_reset == ["fc.weight", "fc.bias"]
+    torch.testing.assert_close(model.layer2.attn["1"].query.weight, source.layer2.attn["1"].query.weight)
+    same = handoff("resnet18", num_classes=3, n_attn=1, checkpoint=path)
+    torch.testing.assert_close(same.fc.weight, source.fc.weight)
+    with pytest.raises(ValueError, match="no weights for"):
+        handoff("resnet18", num_classes=2, n_attn=5, checkpoint=path)
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"model": {}, "arch": {"name": "crnet", "n_attn": 0, "num_classes": 2}})
+    with pytest.raises(ValueError, match="was written for"):
+        load_checkpoint(path, {"name": "resnet50", "n_attn": 5, "num_classes": 2})
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        load_checkpoint(tmp_path / "bad.pt")
+
+
+DIST_SCRIPT = """
+import sys, torch, torch.distributed as dist
+from toy import ToyImages
+from covtl.models import build_model
+from covtl.recipes import get_recipe
+from covtl.train import TrainConfig, fit
+recipe = get_recipe("b_transfer").replace(epochs=2, batch_size=8, image_size=32, cosine_period=2)
+model = build_model("crnet", num_classes=2)
+fit(model, recipe, TrainConfig(out_dir=sys.argv[1], seed=0, n_boot=20), ToyImages(16), ToyImages(8, seed=1),
+    ToyImages(8, seed=2))
+flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+both = [torch.zeros_like(flat) for _ in range(2)]
+dist.all_gather(both, flat)
+assert torch.equal(both[0], both[1]), "replicas diverged"
+print("rank", dist.get_rank(), "ok")
+"""
+
+
+@pytest.mark.slow
+def test_two_process_gloo_training(tmp_path):
+    script = tmp_path / "dist_fit.py"
+    script.write_text(DIST_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(script), str(tmp_path / "out")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("ok") == 2
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["config"]["world_size"] == 2 and len(saved["history"]) == 2
