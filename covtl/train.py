@@ -47,6 +47,7 @@ from .provenance import provenance
 from .recipes import Recipe
 
 __all__ = [
+    "Classification",
     "FinishedRunError",
     "TrainConfig",
     "fit",
@@ -186,19 +187,19 @@ def kaiming_init(model: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def _trainable(model: nn.Module, recipe: Recipe) -> list[nn.Parameter]:
-    if not recipe.freeze_backbone:
-        return [p for p in model.parameters() if p.requires_grad]
-    head = {id(p) for p in model.head.parameters()}
-    for p in model.parameters():
-        p.requires_grad_(id(p) in head)
-    return list(model.head.parameters())
+def _trainable(task: nn.Module, recipe: Recipe) -> list[nn.Parameter]:
+    """Parameters to optimise; with ``freeze_backbone`` the network's are frozen except its head."""
+    if recipe.freeze_backbone:
+        head = {id(p) for p in task.model.head.parameters()}
+        for p in task.model.parameters():
+            p.requires_grad_(id(p) in head)
+    return [p for p in task.parameters() if p.requires_grad]
 
 
-def _set_train_mode(model: nn.Module, recipe: Recipe) -> None:
-    model.train()
+def _set_train_mode(task: nn.Module, recipe: Recipe) -> None:
+    task.train()
     if recipe.freeze_backbone:  # a frozen extractor keeps its batch-norm statistics too
-        for m in model.modules():
+        for m in task.model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
 
@@ -221,24 +222,42 @@ def build_scheduler(opt: torch.optim.Optimizer, recipe: Recipe):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
 
 
-class _WithRotation(nn.Module):
-    """The classifier plus a 4-way rotation head sharing its features (B, Method 4)."""
+def rotate_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate each image by k * 90 degrees, k uniform in 0..3 (global torch generator).
 
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.rotation_head = nn.Linear(model.feature_dim, 4)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.model.forward_features(x)  # N x D
-        return self.model.forward_head(feats), self.rotation_head(feats)
-
-
-def _rotate_batch(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotate each image by k * 90 degrees, k uniform in 0..3 (B Method 4); returns (x, k)."""
-    k = torch.randint(0, 4, (x.shape[0],), generator=generator)
+    Returns the rotated N x C x H x W batch and k (N,). Used by B's Method 4 and by the
+    rotation-prediction SSL baseline.
+    """
+    k = torch.randint(0, 4, (x.shape[0],))
     out = torch.stack([torch.rot90(img, int(r), dims=(1, 2)) for img, r in zip(x, k, strict=True)])
     return out, k.to(x.device)
+
+
+class Classification(nn.Module):
+    """The supervised task: cross-entropy of ``model`` on the batch's labels.
+
+    With ``rotation_aux`` (B Method 4) each training image is rotated by k * 90 degrees and a
+    4-way rotation head on the same features adds its cross-entropy ("losses for both tasks
+    are added together"); test images are never rotated.
+
+    Every task module of covtl has this shape: ``forward(batch) -> loss`` and the network
+    to evaluate and hand on in ``self.model``.
+    """
+
+    def __init__(self, model: nn.Module, rotation_aux: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.rotation_head = nn.Linear(model.feature_dim, 4) if rotation_aux else None
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        x, y = batch["image"], batch["label"]
+        if self.rotation_head is None:
+            return nn.functional.cross_entropy(self.model(x), y)
+        x, k = rotate_batch(x)
+        feats = self.model.forward_features(x)  # N x D
+        return nn.functional.cross_entropy(self.model.forward_head(feats), y) + nn.functional.cross_entropy(
+            self.rotation_head(feats), k
+        )
 
 
 def handoff(
@@ -365,19 +384,42 @@ def _loader(ds: Dataset, recipe: Recipe, cfg: TrainConfig, epoch: int, train: bo
     )
 
 
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            v = v.to(device, non_blocking=True)
+            if device.type == "cuda" and v.dim() == 4:
+                v = v.contiguous(memory_format=torch.channels_last)
+        out[k] = v
+    return out
+
+
 def fit(
-    model: nn.Module,
+    task: nn.Module,
     recipe: Recipe,
     cfg: TrainConfig,
     train_set: Dataset,
     val_set: Dataset | None = None,
     test_set: Dataset | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` with ``recipe``; resume from ``cfg.out_dir/last.pt`` when it exists.
+    """Train with ``recipe``; resume from ``cfg.out_dir/last.pt`` when it exists.
+
+    Args:
+        task: a network (trained as :class:`Classification`, with the recipe's rotation
+            task if set) or a task module (``forward(batch) -> loss``, network in
+            ``task.model``), e.g. the SSL methods of :mod:`covtl.ssl`.
+        val_set: selects the best epoch (classification only).
+        test_set: scored once at the end, for the last and the best-val network.
 
     Returns (and, on rank 0, writes to ``metrics.json``) the run record: config, recipe,
     history, last-epoch and best-val test metrics, provenance and wall time.
     """
+    from .models import FeatureAPI
+
+    if isinstance(task, FeatureAPI):
+        task = Classification(task, rotation_aux=recipe.rotation_aux)
+    model = task.model
     out = Path(cfg.out_dir)
     rank, world = _distributed()
     if (out / "metrics.json").exists() and not cfg.overwrite:
@@ -394,73 +436,57 @@ def fit(
     seed_everything(cfg.seed)
     if recipe.kaiming_init:
         kaiming_init(model)
-    # B Method 4: a 4-way rotation head on the shared features, kept out of the model's state
-    joint = _WithRotation(model) if recipe.rotation_aux else model
-    joint.to(device)
+    task.to(device)
     if device.type == "cuda":
-        joint.to(memory_format=torch.channels_last)
-    params = _trainable(model, recipe)
-    if recipe.rotation_aux:
-        params += list(joint.rotation_head.parameters())
-    opt = build_optimizer(params, recipe)
+        task.to(memory_format=torch.channels_last)
+    opt = build_optimizer(_trainable(task, recipe), recipe)
     sched = build_scheduler(opt, recipe)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     run_config = {"recipe": dataclasses.asdict(recipe), "seed": cfg.seed, "arch": cfg.arch,
-                  "world_size": world}
+                  "task": type(task).__name__, "world_size": world}
 
     start_epoch, history, best = 0, [], {"epoch": -1, "val_acc": -1.0, "val_loss": math.inf}
     last_path = out / "last.pt"
     if last_path.exists():
         ckpt = load_checkpoint(last_path, cfg.arch or None)
-        if ckpt["config"]["recipe"] != run_config["recipe"] or ckpt["config"]["seed"] != cfg.seed:
+        if any(ckpt["config"][k] != run_config[k] for k in ("recipe", "seed", "task")):
             raise ValueError(
-                f"{last_path} belongs to a run with another recipe or seed; remove {out} or "
+                f"{last_path} belongs to a run with another recipe, seed or task; remove {out} or "
                 "choose another output folder to start afresh"
             )
-        model.load_state_dict(ckpt["model"])
-        if recipe.rotation_aux:
-            joint.rotation_head.load_state_dict(ckpt["rotation_head"])
+        task.load_state_dict({**{f"model.{k}": v for k, v in ckpt["model"].items()}, **ckpt["task"]})
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         start_epoch, history, best = ckpt["epoch"] + 1, ckpt["history"], ckpt["best"]
 
-    net = joint
+    net = task
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
-            joint, device_ids=[device.index] if device.type == "cuda" else None
+            task, device_ids=[device.index] if device.type == "cuda" else None
         )
     t0 = time.perf_counter()
     show = _show_progress(cfg.progress) and rank == 0
     for epoch in range(start_epoch, recipe.epochs):
-        torch.manual_seed(_epoch_seed(cfg.seed, epoch))  # dropout, augmentation in-process
-        np.random.seed(_epoch_seed(cfg.seed, epoch) % 2**32)
-        random.seed(_epoch_seed(cfg.seed, epoch))
-        rot_gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch) + 1)
+        # every epoch's randomness (augmentation, dropout, rotations) from (seed, epoch) alone
+        seed_everything(_epoch_seed(cfg.seed, epoch))
         loader = _loader(train_set, recipe, cfg, epoch, True, world, rank)
-        _set_train_mode(model, recipe)
+        _set_train_mode(task, recipe)
         total, n_seen = 0.0, 0
         bar = tqdm(loader, disable=not show, leave=False, desc=f"epoch {epoch + 1}/{recipe.epochs}")
         for step, batch in enumerate(bar):
             if recipe.max_steps_per_epoch and step >= recipe.max_steps_per_epoch:
                 break
-            x = batch["image"].to(device, non_blocking=True)
-            y = torch.as_tensor(batch["label"]).to(device, non_blocking=True)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
+            batch = _to_device(batch, device)
             with _autocast(device):
-                if recipe.rotation_aux:  # losses of both tasks added (B sec. IV-E.1)
-                    x, k = _rotate_batch(x, rot_gen)
-                    logits, rot_logits = net(x)
-                    loss = nn.functional.cross_entropy(logits, y) + nn.functional.cross_entropy(rot_logits, k)
-                else:
-                    loss = nn.functional.cross_entropy(net(x), y)
+                loss = net(batch)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
-            total += float(loss.detach()) * len(y)
-            n_seen += len(y)
+            n = len(batch["path"]) if "path" in batch else 1
+            total += float(loss.detach()) * n
+            n_seen += n
             bar.set_postfix(loss=f"{total / n_seen:.4f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
         lr = opt.param_groups[0]["lr"]
         sched.step()
@@ -476,10 +502,11 @@ def fit(
         history.append(record)
         if rank == 0:
             save_checkpoint(last_path, {
-                "version": CHECKPOINT_VERSION, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
-                "history": history, "best": best, "config": run_config, "arch": cfg.arch,
-                "rotation_head": joint.rotation_head.state_dict() if recipe.rotation_aux else {},
+                "version": CHECKPOINT_VERSION, "model": model.state_dict(),
+                "task": {k: v for k, v in task.state_dict().items() if not k.startswith("model.")},
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "scaler": scaler.state_dict(), "epoch": epoch, "history": history, "best": best,
+                "config": run_config, "arch": cfg.arch,
                 "provenance": provenance(seed=cfg.seed, device=str(device), data=cfg.data),
             })
             write_json_atomic(out / "history.json", history)

@@ -36,8 +36,9 @@ def run(tmp, name="run", recipe=None, train=None, seed=0, **cfg):
     seed_everything(seed)  # the initial weights come from the seed too
     model = build_model("crnet", num_classes=2)
     arch = {"name": "crnet", "n_attn": 0, "num_classes": 2}
-    return fit(model, recipe or tiny_recipe(), TrainConfig(out_dir=tmp / name, seed=seed, arch=arch, n_boot=50, **cfg),
-               train or ToyImages(24, augment=True), ToyImages(8, seed=1), ToyImages(10, seed=2))
+    cfg = TrainConfig(out_dir=tmp / name, seed=seed, arch=arch, n_boot=50, **cfg)
+    return fit(model, recipe or tiny_recipe(), cfg, train or ToyImages(24, augment=True),
+               ToyImages(8, seed=1), ToyImages(10, seed=2))
 
 
 def comparable(result):
@@ -120,7 +121,7 @@ def test_a_finished_run_is_not_overwritten(tmp_path):
 def test_resuming_with_another_recipe_is_refused(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, train=ToyImages(24, fail_at=30))
-    with pytest.raises(ValueError, match="another recipe or seed"):
+    with pytest.raises(ValueError, match="another recipe, seed or task"):
         run(tmp_path, recipe=tiny_recipe(lr=1.0))
 
 
@@ -138,7 +139,7 @@ def test_rotation_auxiliary_task_trains_jointly(tmp_path):
     losses = [h["train_loss"] for h in result["history"]]
     assert losses[-1] < losses[0] and losses[0] > 1.2  # CT + 4-way rotation cross-entropies
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
-    assert set(ckpt["rotation_head"]) == {"weight", "bias"}
+    assert set(ckpt["task"]) == {"rotation_head.weight", "rotation_head.bias"}
     assert not any(k.startswith("rotation") for k in ckpt["model"])
 
 
