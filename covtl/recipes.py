@@ -102,6 +102,31 @@ RECIPES: dict[str, Recipe] = {
         Recipe("b_rotation_joint", "He et al. 2020, sec. IV-E.1 (Method 4)", "adam", lr=1e-4,
                schedule="cosine", cosine_period=10, epochs=50, batch_size=16, image_size=224,
                augment="b_supervised", rotation_aux=True),
+        # --- self-supervised stages (trained by the same engine; see covtl.ssl) ---
+        # A's SSTL-M (sec. 6.2): SGD lr 0.3, momentum 0.9, wd 1e-4, 200 epochs, lr x0.1 at 120
+        # and 160, batch 256; MoCo + region task.
+        Recipe("a_sstl_m", f"{_A} (SSTL-M)", "sgd", lr=0.3, momentum=0.9, weight_decay=1e-4,
+               schedule="multistep", milestones=(120, 160), epochs=200, batch_size=256,
+               image_size=224, augment="a_sstl_m"),
+        # A's comparisons "use the same hyperparameters as used in their papers": MoCo v1
+        # (He et al. 2020: SGD 0.03, momentum 0.9, wd 1e-4, 200 epochs, x0.1 at 120/160, batch 256)
+        Recipe("a_moco", "He et al. 2020 (MoCo v1), via Liu & Ji sec. 6.2", "sgd", lr=0.03, momentum=0.9,
+               weight_decay=1e-4, schedule="multistep", milestones=(120, 160), epochs=200,
+               batch_size=256, image_size=224, augment="a_sstl_m"),
+        # SimCLR (Chen et al. 2020) trains with LARS at batch 4096; we use SGD with MoCo's
+        # settings so the three methods of A's Table 3 differ only in their objective.
+        Recipe("a_simclr", "Chen et al. 2020 (SimCLR), via Liu & Ji sec. 6.2; SGD instead of LARS",
+               "sgd", lr=0.03, momentum=0.9, weight_decay=1e-4, schedule="multistep",
+               milestones=(120, 160), epochs=200, batch_size=256, image_size=224, augment="a_sstl_m"),
+        # B's MoCo (sec. IV-E.2): SGD lr 0.015, momentum 0.9, wd 1e-4, batch 128, cosine schedule
+        # over the run. B gives no SSL epoch count: MoCo's default of 200.
+        Recipe("b_moco", "He et al. 2020, sec. IV-E.2", "sgd", lr=0.015, momentum=0.9, weight_decay=1e-4,
+               schedule="cosine", cosine_period=200, epochs=200, batch_size=128, image_size=224,
+               augment="b_moco_v2"),
+        # rotation prediction as a separate SSL stage, with B's SSL optimiser
+        Recipe("b_rotation_ssl", "He et al. 2020, sec. IV-E.1-2", "sgd", lr=0.015, momentum=0.9,
+               weight_decay=1e-4, schedule="cosine", cosine_period=200, epochs=200, batch_size=128,
+               image_size=224, augment="b_supervised"),
     )
 }
 

@@ -384,15 +384,17 @@ def _loader(ds: Dataset, recipe: Recipe, cfg: TrainConfig, epoch: int, train: bo
     )
 
 
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, torch.Tensor):
-            v = v.to(device, non_blocking=True)
-            if device.type == "cuda" and v.dim() == 4:
-                v = v.contiguous(memory_format=torch.channels_last)
-        out[k] = v
-    return out
+def _to_device(batch: Any, device: torch.device) -> Any:
+    """Tensors of a (nested) batch moved to ``device``; image batches channels-last on CUDA."""
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list | tuple) and batch and isinstance(batch[0], torch.Tensor):
+        return [_to_device(v, device) for v in batch]
+    if isinstance(batch, torch.Tensor):
+        batch = batch.to(device, non_blocking=True)
+        if device.type == "cuda" and batch.dim() == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+    return batch
 
 
 def fit(
@@ -420,6 +422,8 @@ def fit(
     if isinstance(task, FeatureAPI):
         task = Classification(task, rotation_aux=recipe.rotation_aux)
     model = task.model
+    if hasattr(task, "check_train_set"):  # e.g. MoCo's queue must be smaller than the data
+        task.check_train_set(train_set)
     out = Path(cfg.out_dir)
     rank, world = _distributed()
     if (out / "metrics.json").exists() and not cfg.overwrite:
@@ -480,6 +484,12 @@ def fit(
             batch = _to_device(batch, device)
             with _autocast(device):
                 loss = net(batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"training loss is not finite ({float(loss)}) at epoch {epoch + 1}, step {step + 1} "
+                    f"of {out}; the last good checkpoint is kept. Lower the learning rate "
+                    f"(recipe {recipe.name}: lr={recipe.lr}) or check the data."
+                )
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)

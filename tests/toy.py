@@ -33,3 +33,35 @@ class ToyImages(Dataset):
         if self.augment:  # random noise from the global torch generator, like a transform
             x = x + 0.1 * torch.randn_like(x)
         return {"image": x, "label": int(self.labels[i]), "group": f"p{i // 2}", "path": f"img{i}.png"}
+
+
+def toy_ct_slice(size: int = 64, seed: int = 0) -> torch.Tensor:
+    """A 3 x size x size CT-like slice: a bright body ellipse with two dark lung ellipses."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    img = torch.zeros(size, size)
+    img[(xx / 0.9) ** 2 + (yy / 0.7) ** 2 < 1] = 0.7  # body
+    for cx in (-0.4, 0.4):
+        img[((xx - cx) / 0.3) ** 2 + (yy / 0.5) ** 2 < 1] = 0.1  # lungs
+    img = img + 0.03 * torch.randn(size, size, generator=g)
+    return img.expand(3, size, size).clone()
+
+
+class ToyViews(Dataset):
+    """Two noisy views (and, with ``regions``, the five lobe crops) of toy CT slices."""
+
+    def __init__(self, n: int = 32, size: int = 32, regions: bool = False) -> None:
+        from covtl.regions import crop_regions
+
+        self.images = [toy_ct_slice(size, seed=i) * (0.8 + 0.02 * i) for i in range(n)]
+        self.regions = [crop_regions(x) for x in self.images] if regions else None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        x = self.images[i]
+        views = [x + 0.05 * torch.randn_like(x), x + 0.05 * torch.randn_like(x)]
+        if self.regions is not None:
+            views.append(self.regions[i])
+        return {"image": views, "label": -1, "group": f"p{i}", "path": f"img{i}.png"}

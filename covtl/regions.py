@@ -1,0 +1,148 @@
+"""Paper A's Generator (sec. 5.3, eq. (4)): locate the lungs, crop five lobe regions, resize.
+
+    X_ru, X_rm, X_rl, X_lu, X_ll = Generator(X)
+
+**Locate.** The paper slides a 3x3 window over the image and marks the centre pixel as a
+boundary pixel when the window holds more than one distinct value. On a raw CT slice almost
+every window does (noise), so the map is computed on a two-level image: the slice is
+thresholded (Otsu) into tissue and air, air connected to the image border (outside the body)
+is removed, and what remains dark inside the body is the lungs (small specks dropped). The
+boundary map of that two-level lung image is the paper's definition applied as written
+(:func:`boundary_map`); the lung box is the bounding box of its boundary pixels
+(:func:`lung_box`). If no lungs are found, the box is the central 80% of the image and the
+result says so.
+
+**Crop.** Each region is a location tuple (x, y, w, h) -- centre and size -- relative to the
+lung box, :data:`REGION_TUPLES`. The paper fixes them from its Fig. 2 without giving numbers,
+so ours are a documented choice: images are in radiological convention (the patient's right
+lung on the image's left, anterior at the top); the right lung (left half of the box) is cut
+into upper / middle / lower bands, the left lung (right half) into upper / lower; in an
+axial slice the upper lobes lie anterior (top), the lower lobes posterior (bottom). Adjacent
+regions overlap a little, since lobe borders are oblique.
+
+**Resize.** Each crop is resized to the input size, giving 5 images per slice; the region
+label of crop i is i in the order (ru, rm, rl, lu, ll).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+__all__ = [
+    "REGIONS",
+    "REGION_TUPLES",
+    "LungBox",
+    "boundary_map",
+    "crop_regions",
+    "lung_box",
+    "lung_mask",
+    "otsu_threshold",
+    "region_boxes",
+]
+
+REGIONS = ("ru", "rm", "rl", "lu", "ll")
+#: (x_centre, y_centre, width, height) relative to the lung box, per region
+REGION_TUPLES: dict[str, tuple[float, float, float, float]] = {
+    "ru": (0.25, 0.22, 0.50, 0.44),
+    "rm": (0.25, 0.52, 0.50, 0.30),
+    "rl": (0.25, 0.80, 0.50, 0.40),
+    "lu": (0.75, 0.30, 0.50, 0.60),
+    "ll": (0.75, 0.76, 0.50, 0.48),
+}
+
+
+@dataclass(frozen=True)
+class LungBox:
+    """Pixel box [top, bottom) x [left, right) and whether lungs were found."""
+
+    top: int
+    left: int
+    bottom: int
+    right: int
+    found: bool
+
+
+def otsu_threshold(image: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of a float image (maximises the between-class variance)."""
+    hist, edges = np.histogram(image, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centres) / np.maximum(w0, 1)
+    m1 = (np.sum(hist * centres) - np.cumsum(hist * centres)) / np.maximum(w1, 1)
+    between = w0 * w1 * (m0 - m1) ** 2
+    return float(centres[np.argmax(between)])
+
+
+def boundary_map(image: np.ndarray) -> np.ndarray:
+    """Paper A: a pixel is a boundary pixel when its 3x3 window holds more than one value.
+
+    Windows at the image edge are the in-image part of the 3x3 neighbourhood.
+    """
+    size = (3, 3)
+    hi = ndimage.maximum_filter(image, size=size, mode="nearest")
+    lo = ndimage.minimum_filter(image, size=size, mode="nearest")
+    return hi != lo
+
+
+def lung_mask(image: np.ndarray, min_fraction: float = 0.002) -> np.ndarray:
+    """Dark regions inside the body: Otsu threshold, minus air connected to the border."""
+    img = np.asarray(image, dtype=np.float32)
+    if img.ndim == 3:  # C x H x W -> H x W
+        img = img.mean(axis=0)
+    dark = img < otsu_threshold(img)
+    labels, n = ndimage.label(dark)
+    if n == 0:
+        return np.zeros_like(dark)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n + 1))
+    keep = np.zeros(n + 1, dtype=bool)
+    keep[1:] = sizes >= min_fraction * img.size
+    keep[border] = False
+    keep[0] = False
+    return keep[labels]
+
+
+def lung_box(image: np.ndarray) -> LungBox:
+    """Bounding box of the boundary pixels of the lung image (C x H x W or H x W)."""
+    mask = lung_mask(image)
+    h, w = mask.shape
+    edges = boundary_map(mask.astype(np.uint8)) & ndimage.binary_dilation(mask)
+    rows, cols = np.nonzero(edges)
+    if rows.size == 0 or (rows.max() - rows.min()) < 0.1 * h or (cols.max() - cols.min()) < 0.1 * w:
+        return LungBox(round(0.1 * h), round(0.1 * w), round(0.9 * h), round(0.9 * w), found=False)
+    return LungBox(int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1, found=True)
+
+
+def region_boxes(box: LungBox, height: int, width: int) -> dict[str, tuple[int, int, int, int]]:
+    """Pixel boxes (top, left, bottom, right) of the five regions, clipped to the lung box."""
+    bh, bw = box.bottom - box.top, box.right - box.left
+    out = {}
+    for name, (cx, cy, rw, rh) in REGION_TUPLES.items():
+        top = box.top + round((cy - rh / 2) * bh)
+        left = box.left + round((cx - rw / 2) * bw)
+        bottom = box.top + round((cy + rh / 2) * bh)
+        right = box.left + round((cx + rw / 2) * bw)
+        top, left = max(box.top, top), max(box.left, left)
+        bottom, right = min(box.bottom, max(bottom, top + 1)), min(box.right, max(right, left + 1))
+        out[name] = (top, left, bottom, right)
+    return out
+
+
+def crop_regions(image: torch.Tensor, size: int | None = None) -> torch.Tensor:
+    """Generator(X): C x H x W image -> 5 x C x size x size regions (ru, rm, rl, lu, ll)."""
+    if image.dim() != 3:
+        raise ValueError(f"expected a C x H x W image, got shape {tuple(image.shape)}")
+    _, h, w = image.shape
+    size = size or h
+    box = lung_box(image.detach().cpu().float().numpy())
+    crops = []
+    for top, left, bottom, right in region_boxes(box, h, w).values():
+        crop = image[:, top:bottom, left:right].unsqueeze(0).float()
+        crops.append(F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False)[0])
+    return torch.stack(crops).to(image.dtype)  # 5 x C x size x size
