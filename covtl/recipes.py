@@ -112,12 +112,12 @@ RECIPES: dict[str, Recipe] = {
         # (He et al. 2020: SGD 0.03, momentum 0.9, wd 1e-4, 200 epochs, x0.1 at 120/160, batch 256)
         Recipe("a_moco", "He et al. 2020 (MoCo v1), via Liu & Ji sec. 6.2", "sgd", lr=0.03, momentum=0.9,
                weight_decay=1e-4, schedule="multistep", milestones=(120, 160), epochs=200,
-               batch_size=256, image_size=224, augment="a_sstl_m"),
+               batch_size=256, image_size=224, augment="a_moco_v1"),
         # SimCLR (Chen et al. 2020) trains with LARS at batch 4096; we use SGD with MoCo's
         # settings so the three methods of A's Table 3 differ only in their objective.
         Recipe("a_simclr", "Chen et al. 2020 (SimCLR), via Liu & Ji sec. 6.2; SGD instead of LARS",
                "sgd", lr=0.03, momentum=0.9, weight_decay=1e-4, schedule="multistep",
-               milestones=(120, 160), epochs=200, batch_size=256, image_size=224, augment="a_sstl_m"),
+               milestones=(120, 160), epochs=200, batch_size=256, image_size=224, augment="a_simclr"),
         # B's MoCo (sec. IV-E.2): SGD lr 0.015, momentum 0.9, wd 1e-4, batch 128, cosine schedule
         # over the run. B gives no SSL epoch count: MoCo's default of 200.
         Recipe("b_moco", "He et al. 2020, sec. IV-E.2", "sgd", lr=0.015, momentum=0.9, weight_decay=1e-4,

@@ -348,11 +348,12 @@ def score(pred: dict[str, Any], n_boot: int, seed: int) -> dict[str, Any]:
             "n_images": len(y), "n_patients": len(set(groups)),
         }
 
-    def accuracy(yy, ss):
-        return {"accuracy": float((ss == yy).mean())}
+    def accuracy(_, hit):
+        return {"accuracy": float(hit.mean())}
 
-    top1 = pred["probs"].argmax(1).astype(float)
-    return {"accuracy": bootstrap_ci(y, top1, groups, metric=accuracy, n_boot=n_boot, seed=seed),
+    hit = (pred["probs"].argmax(1) == y).astype(int)  # 1 = correct, resampled by patient
+    return {"accuracy": bootstrap_ci(hit, hit.astype(float), groups, metric=accuracy, n_boot=n_boot,
+                                     seed=seed)["accuracy"],
             "n_images": len(y), "n_patients": len(set(groups))}
 
 

@@ -1,0 +1,394 @@
+"""The stages of both papers' pipelines, one function each; the notebooks call these.
+
+STUDY.md "Stages": STL-N (natural images), STL-M (chest X-rays), SSTL-M (self-supervised on
+CT), fine-tune (COVID19-CT), transferability (LEEP & co.), explain (Grad-CAM, attention
+maps), plus the split audit and the network inventory. Every stage reads the checkpoint of
+the stage before it (``init``) and writes its results into ``out_dir``:
+
+- ``metrics.json`` (what the book reads) with the provenance of the run;
+- ``last.pt`` / ``best.pt`` checkpoints for training stages (never committed).
+
+``init`` is ``""`` (random initialisation), ``"imagenet"`` (torchvision's ImageNet weights from
+the local torch cache) or the path of a covtl checkpoint. ``data_root`` is a folder laid out
+like ``../shared/data``; empty means the embedded synthetic data, generated on first use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from .data import datasets as ds
+from .data.transforms import build_transform, build_two_crops
+from .io import write_json_atomic
+from .models import ATTN_MODELS, MODEL_NAMES
+from .provenance import provenance
+from .recipes import PROFILES, get_recipe, scale_recipe
+from .regions import crop_regions
+from .train import TrainConfig, fit, handoff, resolve_device, seed_everything
+
+__all__ = [
+    "PROFILE_DATA",
+    "StageConfig",
+    "audit_stage",
+    "data_fingerprint",
+    "explain_stage",
+    "finetune_stage",
+    "resolve_data_root",
+    "ssl_stage",
+    "supervised_source_stage",
+    "transferability_stage",
+]
+
+#: per profile: caps on the images a stage sees (deterministic, class-stratified subsets) and
+#: on the natural-image classes; ``None`` = everything
+PROFILE_DATA: dict[str, dict[str, int | None]] = {
+    "smoke": {"max_train": 48, "max_eval": 32, "max_classes": 4},
+    "quick": {"max_train": 600, "max_eval": 300, "max_classes": 20},
+    "cpu": {"max_train": None, "max_eval": None, "max_classes": None},
+    "paper": {"max_train": None, "max_eval": None, "max_classes": None},
+}
+
+
+@dataclass
+class StageConfig:
+    """The parameters every stage notebook has (validated here, once)."""
+
+    profile: str = "quick"
+    data_root: str = ""
+    seed: int = 0
+    backbone: str = "resnet18"
+    n_attn: int = 0
+    init: str = ""
+    out_dir: str = "results/scratch"
+    device: str = ""
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"unknown profile {self.profile!r}; choose one of {', '.join(PROFILES)}")
+        if self.backbone not in MODEL_NAMES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(MODEL_NAMES)}")
+        if self.n_attn and self.backbone not in ATTN_MODELS:
+            raise ValueError(f"n_attn={self.n_attn} needs a ResNet backbone, got {self.backbone}")
+        if self.init not in ("", "imagenet") and not Path(self.init).is_file():
+            raise FileNotFoundError(
+                f"init checkpoint {self.init!r} does not exist; run the upstream stage first "
+                "(covtl study runs stages in order), or use '' for random init"
+            )
+
+    @property
+    def arch(self) -> dict[str, Any]:
+        return {"name": self.backbone, "n_attn": self.n_attn}
+
+    def data_limits(self) -> dict[str, int | None]:
+        return PROFILE_DATA[self.profile]
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def resolve_data_root(data_root: str | os.PathLike | None = "") -> Path:
+    """The real data root, or the embedded synthetic one (generated once, then reused)."""
+    if data_root:
+        root = Path(data_root).expanduser()
+        if not root.is_dir():
+            raise FileNotFoundError(
+                f"data root {root} does not exist; give a folder laid out like ../shared/data "
+                "(covid-ct/, covidx-mini/, lung-ct-unlabeled/, medseg-covid/, natural/<set>/) or "
+                "leave data_root empty for the embedded synthetic data"
+            )
+        return root
+    from .data import synth
+    from .data.cache import default_cache_dir
+
+    default = default_cache_dir() / f"synthetic-v{synth.GENERATOR_VERSION}"
+    root = Path(os.environ.get("COVTL_SYNTHETIC_DATA", default))
+    if not (root / "SYNTHETIC.json").is_file():
+        synth.generate(root, seed=0, overwrite=root.exists())
+    return root
+
+
+def data_fingerprint(root: Path) -> str:
+    """A short content key of a data root: the SHA256SUMS files (or, failing that, names+sizes)."""
+    h = hashlib.sha256()
+    sums = sorted(root.rglob("SHA256SUMS"))
+    if sums:
+        for p in sums:
+            h.update(p.read_bytes())
+    else:
+        for p in sorted(root.rglob("*")):
+            if p.is_file():
+                h.update(f"{p.relative_to(root)}:{p.stat().st_size}".encode())
+    return h.hexdigest()[:16]
+
+
+def _subset(dataset: ds.ImageDataset, limit: int | None, seed: int, classes: int | None = None) -> Dataset:
+    """A deterministic, class-stratified subset of at most ``limit`` images (and ``classes`` classes)."""
+    rec = dataset.records.reset_index(drop=True)
+    idx = np.arange(len(rec))
+    if classes is not None and rec.label.max() >= classes:
+        idx = idx[rec.label.to_numpy() < classes]
+    if limit is None or len(idx) <= limit:
+        return dataset if len(idx) == len(rec) else Subset(dataset, idx.tolist())
+    rng = np.random.default_rng(seed)
+    labels = rec.label.to_numpy()[idx]
+    picked = []
+    for lab in np.unique(labels):
+        members = idx[labels == lab]
+        share = max(1, round(limit * len(members) / len(idx)))
+        picked += rng.permutation(members)[:share].tolist()
+    return Subset(dataset, sorted(picked[:limit]))
+
+
+def _split_by_group(dataset: ds.ImageDataset, frac: float, seed: int) -> tuple[list[int], list[int]]:
+    """Train/val indices with whole patients in each (for sets published without a val split)."""
+    groups = dataset.records.group.astype(str).to_numpy()
+    unique = np.unique(groups)
+    rng = np.random.default_rng(seed)
+    val_groups = set(rng.permutation(unique)[: max(1, round(frac * len(unique)))])
+    is_val = np.array([g in val_groups for g in groups])
+    return np.flatnonzero(~is_val).tolist(), np.flatnonzero(is_val).tolist()
+
+
+def _n_classes(dataset: Dataset) -> int:
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    return len(base.classes)
+
+
+def _limit_classes(n: int, cfg: StageConfig) -> int:
+    cap = cfg.data_limits()["max_classes"]
+    return min(n, cap) if cap else n
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _build(cfg: StageConfig, num_classes: int, dropout: float | None = None) -> torch.nn.Module:
+    """The stage's network: from ``cfg.init`` (checkpoint, ImageNet weights or random)."""
+    init = {"": None, "imagenet": "IMAGENET1K_V1"}.get(cfg.init, cfg.init)
+    return handoff(cfg.backbone, num_classes=num_classes, checkpoint=init, n_attn=cfg.n_attn,
+                   dropout=dropout, allow_new_attention=cfg.init == "imagenet", seed=cfg.seed)
+
+
+def _train_config(cfg: StageConfig, root: Path, num_classes: int, **extra) -> TrainConfig:
+    return TrainConfig(
+        out_dir=Path(cfg.out_dir), seed=cfg.seed, device=cfg.device or None, num_workers=cfg.num_workers,
+        arch={**cfg.arch, "num_classes": num_classes},
+        data={"root": str(root), "fingerprint": data_fingerprint(root), **extra},
+    )
+
+
+def _finish(cfg: StageConfig, result: dict[str, Any], stage: str, **extra) -> dict[str, Any]:
+    record = {"stage": stage, "config": dataclasses.asdict(cfg), **result, **extra}
+    write_json_atomic(Path(cfg.out_dir) / "metrics.json", record)
+    return record
+
+
+# ---------------------------------------------------------------------------- stages
+
+
+def supervised_source_stage(cfg: StageConfig, dataset: str, recipe_name: str) -> dict[str, Any]:
+    """STL-N (``dataset="natural"``) or STL-M (``"covidx"``): supervised source pretraining.
+
+    COVIDx is published with train/test only: a validation split of 10% of the training
+    patients is carved out for model selection.
+    """
+    root = resolve_data_root(cfg.data_root)
+    recipe = scale_recipe(get_recipe(recipe_name), cfg.profile)
+    limits = cfg.data_limits()
+    train_tf = build_transform(recipe.augment, recipe.image_size, train=True)
+    eval_tf = build_transform(recipe.augment, recipe.image_size, train=False)
+    folder = ds.locate(root, dataset)
+    if dataset == "natural":
+        train_full = ds.load_dataset("natural", folder, "train", train_tf)
+        val_full = ds.load_dataset("natural", folder, "val", eval_tf)
+        n_classes = _limit_classes(len(train_full.classes), cfg)
+        train = _subset(train_full, limits["max_train"], cfg.seed, n_classes)
+        val = _subset(val_full, limits["max_eval"], cfg.seed, n_classes)
+        test = None  # ImageNet's test labels are not public: A reports the validation set
+    elif dataset == "covidx":
+        train_full = ds.load_dataset("covidx", folder, "train", train_tf)
+        n_classes = len(train_full.classes)
+        tr_idx, va_idx = _split_by_group(train_full, 0.1, cfg.seed)
+        val_full = ds.load_dataset("covidx", folder, "train", eval_tf)
+        train = _subset_indices(train_full, tr_idx, limits["max_train"], cfg.seed)
+        val = _subset_indices(val_full, va_idx, limits["max_eval"], cfg.seed)
+        test = _subset(ds.load_dataset("covidx", folder, "test", eval_tf), limits["max_eval"], cfg.seed)
+    else:
+        raise ValueError(f"source dataset must be 'natural' or 'covidx', got {dataset!r}")
+    model = _build(cfg, n_classes, recipe.dropout)
+    result = fit(model, recipe, _train_config(cfg, root, n_classes, dataset=dataset), train, val, test)
+    classes = list((train_full.classes)[:n_classes])
+    return _finish(cfg, result, "stl_n" if dataset == "natural" else "stl_m", classes=classes,
+                   n_train=len(train), n_val=len(val))
+
+
+def _subset_indices(dataset: ds.ImageDataset, indices: list[int], limit: int | None, seed: int) -> Dataset:
+    if limit is not None and len(indices) > limit:
+        indices = sorted(np.random.default_rng(seed).permutation(indices)[:limit].tolist())
+    return Subset(dataset, indices)
+
+
+class _SSLViews:
+    """PIL image -> [query, key] (+ the five lobe regions of the un-augmented image, for A)."""
+
+    def __init__(self, stage: str, size: int, regions: bool) -> None:
+        self.two = build_two_crops(stage, size)
+        self.plain = build_transform("eval", size, train=False) if regions else None
+
+    def __call__(self, image) -> list[torch.Tensor]:
+        views = list(self.two(image))
+        if self.plain is not None:
+            views.append(crop_regions(self.plain(image)))  # 5 x 3 x s x s
+        return views
+
+
+def ssl_stage(cfg: StageConfig, method: str, recipe_name: str, dataset: str = "covid-ct") -> dict[str, Any]:
+    """SSTL-M: self-supervised pretraining (MoCo, SimCLR, rotation or A's region MoCo).
+
+    On COVID19-CT only the training split is used and labels are ignored; ``dataset=
+    "lung-ct-unlabeled"`` is B's LUNA stage. MoCo's queue is capped below the number of
+    training images (STUDY.md, 7); the size used is recorded.
+    """
+    from .ssl import SSL_METHODS, build_ssl
+
+    root = resolve_data_root(cfg.data_root)
+    recipe = scale_recipe(get_recipe(recipe_name), cfg.profile)
+    limits = cfg.data_limits()
+    views = _SSLViews(recipe.augment, recipe.image_size, regions=method == "a_region_moco")
+    folder = ds.locate(root, dataset)
+    full = ds.load_dataset(dataset, folder, "train", views)
+    train = _subset(full, limits["max_train"], cfg.seed)
+    model = _build(cfg, 2)
+    overrides: dict[str, Any] = {}
+    if "moco" in method:
+        paper_k = SSL_METHODS[method][1].get("queue_size", 65536)
+        overrides["queue_size"] = min(paper_k, max(1, len(train) // 2))
+    task = build_ssl(method, model, **overrides)
+    result = fit(task, recipe, _train_config(cfg, root, 2, dataset=dataset, method=method), train)
+    return _finish(cfg, result, "sstl_m", method=method, dataset=dataset, n_train=len(train),
+                   queue_size=overrides.get("queue_size"))
+
+
+def finetune_stage(cfg: StageConfig, recipe_name: str) -> dict[str, Any]:
+    """Fine-tune on COVID19-CT (COVID = class 1); test metrics with patient-bootstrap CIs."""
+    root = resolve_data_root(cfg.data_root)
+    recipe = scale_recipe(get_recipe(recipe_name), cfg.profile)
+    limits = cfg.data_limits()
+    folder = ds.locate(root, "covid-ct")
+    train_tf = build_transform(recipe.augment, recipe.image_size, train=True)
+    eval_tf = build_transform(recipe.augment, recipe.image_size, train=False)
+    train = _subset(ds.load_dataset("covid-ct", folder, "train", train_tf), limits["max_train"], cfg.seed)
+    val = _subset(ds.load_dataset("covid-ct", folder, "val", eval_tf), limits["max_eval"], cfg.seed)
+    test = _subset(ds.load_dataset("covid-ct", folder, "test", eval_tf), limits["max_eval"], cfg.seed)
+    model = _build(cfg, 2, recipe.dropout)
+    result = fit(model, recipe, _train_config(cfg, root, 2, dataset="covid-ct"), train, val, test)
+    return _finish(cfg, result, "finetune", recipe_name=recipe_name, n_train=len(train))
+
+
+def transferability_stage(cfg: StageConfig, source_classes: int) -> dict[str, Any]:
+    """LEEP, NCE (with the source head), LogME and H-score on the COVID19-CT training split.
+
+    ``source_classes`` is the class count of the checkpoint's head (the source task); a
+    randomly initialised network is scored with a random head of that size ("w/o TL").
+    """
+    from .transferability import collect, transferability_scores
+
+    root = resolve_data_root(cfg.data_root)
+    seed_everything(cfg.seed)
+    size = scale_recipe(get_recipe("a_finetune"), cfg.profile).image_size
+    folder = ds.locate(root, "covid-ct")
+    data = _subset(ds.load_dataset("covid-ct", folder, "train", build_transform("eval", size, train=False)),
+                   cfg.data_limits()["max_train"], cfg.seed)
+    model = _build(cfg, source_classes)
+    device = resolve_device(cfg.device or None)
+    model.to(device)
+    collected = collect(model, DataLoader(data, batch_size=32), device=device)
+    scores = transferability_scores(collected)
+    return _finish(cfg, {"scores": scores, "provenance": provenance(seed=cfg.seed, device=str(device),
+                                                                     data=str(root))},
+                   "transferability", source_classes=source_classes, n_images=len(data))
+
+
+def explain_stage(cfg: StageConfig, n_figure: int = 4) -> dict[str, Any]:
+    """Grad-CAM (and the last attention map) of a fine-tuned network, scored on lesion masks.
+
+    Writes ``localisation.csv`` (per image and method) and ``maps.npz``-free figure data:
+    ``examples.json`` with the paths of the images shown; the figure itself is drawn by the
+    book from the saved maps (``maps.pt``, a few images only).
+    """
+    from .explain import GradCAM, attention_map, localisation_scores
+
+    root = resolve_data_root(cfg.data_root)
+    size = scale_recipe(get_recipe("a_finetune"), cfg.profile).image_size
+    folder = ds.locate(root, "medseg")
+    data = ds.load_dataset("medseg", folder, "all", build_transform("eval", size, train=False))
+    data = _subset(data, cfg.data_limits()["max_eval"], cfg.seed)
+    model = _build(cfg, 2)
+    device = resolve_device(cfg.device or None)
+    model.to(device).eval()
+    methods = ["gradcam"] + (["attention"] if cfg.n_attn else [])
+    scores = pd.concat(
+        [localisation_scores(model, data, method=m, class_idx=1, device=device) for m in methods]
+    )
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".localisation.csv.tmp"
+    scores.to_csv(tmp, index=False)
+    os.replace(tmp, out / "localisation.csv")
+    x = torch.stack([data[i]["image"] for i in range(min(n_figure, len(data)))]).to(device)
+    maps = {"images": x.cpu()}
+    with GradCAM(model) as cam:
+        maps["gradcam"] = cam(x, class_idx=1).cpu()  # towards COVID
+    if cfg.n_attn:
+        maps["attention"] = attention_map(model, x).cpu()
+    maps["masks"] = torch.stack([data[i]["mask"] for i in range(x.shape[0])]).cpu()
+    torch.save(maps, out / "maps.pt")
+    summary = scores.groupby("method")[["pointing_game", "energy_inside", "iou_at_half"]].mean()
+    return _finish(cfg, {"localisation": summary.to_dict(orient="index"),
+                         "provenance": provenance(seed=cfg.seed, device=str(device), data=str(root))},
+                   "explain", n_images=len(data))
+
+
+def audit_stage(cfg: StageConfig) -> dict[str, Any]:
+    """Split audit of COVID19-CT (patients and near-duplicates) and B's Table I statistics."""
+    from .data.audit import audit_covid_ct
+
+    root = resolve_data_root(cfg.data_root)
+    audit = audit_covid_ct(ds.locate(root, "covid-ct"))
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = {}
+    for name, table in audit.tables().items():
+        table.to_csv(out / f"{name}.csv", index=False)
+        tables[name] = json.loads(table.to_json(orient="records"))
+    return _finish(cfg, {"tables": tables, "provenance": provenance(seed=cfg.seed, data=str(root))},
+                   "audit", threshold=audit.threshold)
+
+
+def json_default(obj: Any) -> Any:  # pragma: no cover - used by notebooks printing results
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(type(obj))
+
+
+STAGE_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
+    "stl": supervised_source_stage,
+    "sstl": ssl_stage,
+    "finetune": finetune_stage,
+    "transferability": transferability_stage,
+    "explain": explain_stage,
+    "audit": audit_stage,
+}
