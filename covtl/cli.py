@@ -1,17 +1,23 @@
 """The ``covtl`` command line.
 
-    covtl models                       list the networks with their parameter counts
-    covtl study --profile quick        run the study (what exists of it) into results/
+    covtl models                           list the networks with their parameter counts
+    covtl data synth --out DIR             write the embedded synthetic data root
+    covtl data fetch covid19-ct --root DIR   download a public dataset (online machines)
+    covtl study --profile quick            run the study into results/<profile>/
+    covtl book --profile quick             build the Jupyter Book from those results
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 PROFILES = ("smoke", "quick", "cpu", "paper")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -32,11 +38,38 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from .data import synth
+
+    manifest = synth.generate(args.out, seed=args.seed, scale=args.scale, overwrite=args.overwrite)
+    print(f"wrote the synthetic data root {args.out} in {manifest['seconds']['total']:.1f} s")
+    return 0
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from .data import fetch
+
+    return fetch.fetch_main(args.names, Path(args.root))
+
+
 def _cmd_study(args: argparse.Namespace) -> int:
     from .study import run_study
 
-    run_study(profile=args.profile, results=Path(args.results), data_root=args.data_root)
+    run_study(profile=args.profile, results=Path(args.results), data_root=args.data_root, only=args.only)
     return 0
+
+
+def _cmd_book(args: argparse.Namespace) -> int:
+    results = Path(args.results) / args.profile
+    if not (results / "plan.json").is_file():
+        raise SystemExit(f"no study results in {results}: run `covtl study --profile {args.profile}` first")
+    env = {**os.environ, "COVTL_RESULTS": str(results.resolve())}
+    cmd = [sys.executable, "-m", "jupyter_book", "build", str(REPO), "-W", "-n", "--keep-going"]
+    print(" ".join(cmd))
+    done = subprocess.run(cmd, env=env, cwd=REPO)
+    if done.returncode == 0:
+        print(f"book: {REPO / '_build' / 'html' / 'index.html'}")
+    return done.returncode
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,11 +81,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_models)
 
+    data = sub.add_parser("data", help="datasets: the synthetic default, downloads").add_subparsers(
+        dest="data_command", required=True)
+    p = data.add_parser("synth", help="write the embedded synthetic data root (all five layouts)")
+    p.add_argument("--out", required=True, help="folder to create")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
+    p.add_argument("--scale", default="default", choices=("default", "tiny"), help="dataset sizes")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    p.set_defaults(func=_cmd_synth)
+    p = data.add_parser("fetch", help="download a public dataset in its published layout")
+    p.add_argument("names", nargs="+", help="dataset names (e.g. covid19-ct, tiny-imagenet-200) or all")
+    p.add_argument("--root", required=True, help="data root to put it in")
+    p.set_defaults(func=_cmd_fetch)
+
     p = sub.add_parser("study", help="run the study at a profile, writing results/<profile>/")
     p.add_argument("--profile", choices=PROFILES, default="quick", help="scale of the runs")
-    p.add_argument("--results", default="results", help="output folder (default results/)")
-    p.add_argument("--data-root", default=None, help="real data root (default: embedded data)")
+    p.add_argument("--results", default=str(REPO / "results"), help="output folder (default results/)")
+    p.add_argument("--data-root", default=None,
+                   help="real data root laid out like ../shared/data (default: the embedded synthetic data)")
+    p.add_argument("--only", nargs="+", default=None, metavar="TABLE",
+                   help="run only what these tables need, e.g. --only A2 B3")
     p.set_defaults(func=_cmd_study)
+
+    p = sub.add_parser("book", help="build the Jupyter Book from a profile's results")
+    p.add_argument("--profile", choices=PROFILES, default="quick", help="whose results the book shows")
+    p.add_argument("--results", default=str(REPO / "results"), help="results folder (default results/)")
+    p.set_defaults(func=_cmd_book)
     return parser
 
 

@@ -312,6 +312,10 @@ def transferability_stage(cfg: StageConfig, source_classes: int) -> dict[str, An
     folder = ds.locate(root, "covid-ct")
     data = _subset(ds.load_dataset("covid-ct", folder, "train", build_transform("eval", size, train=False)),
                    cfg.data_limits()["max_train"], cfg.seed)
+    if cfg.init not in ("", "imagenet"):  # keep the checkpoint's own source head
+        from .train import load_checkpoint
+
+        source_classes = load_checkpoint(Path(cfg.init))["arch"]["num_classes"]
     model = _build(cfg, source_classes)
     device = resolve_device(cfg.device or None)
     model.to(device)

@@ -327,10 +327,15 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> dict[
             "groups": groups, "paths": paths}
 
 
-def _loss_acc(pred: dict[str, Any]) -> tuple[float, float]:
-    p = np.clip(pred["probs"][np.arange(len(pred["labels"])), pred["labels"]], 1e-12, 1)
-    acc = float((pred["probs"].argmax(1) == pred["labels"]).mean())
-    return float(-np.log(p).mean()), acc
+def _val_metrics(pred: dict[str, Any]) -> dict[str, float]:
+    """Validation loss, top-1 accuracy and (with at least 5 classes) top-5 accuracy."""
+    y, probs = pred["labels"], pred["probs"]
+    p = np.clip(probs[np.arange(len(y)), y], 1e-12, 1)
+    out = {"val_loss": float(-np.log(p).mean()), "val_acc": float((probs.argmax(1) == y).mean())}
+    if probs.shape[1] >= 5:
+        top5 = np.argsort(-probs, axis=1)[:, :5]
+        out["val_top5"] = float((top5 == y[:, None]).any(axis=1).mean())
+    return out
 
 
 def score(pred: dict[str, Any], n_boot: int, seed: int) -> dict[str, Any]:
@@ -504,10 +509,10 @@ def fit(
         record = {"epoch": epoch, "train_loss": total / max(n_seen, 1), "lr": lr}
         if rank == 0 and val_set is not None:
             val_loader = _loader(val_set, recipe, cfg, epoch, False, 1, 0)
-            val_loss, val_acc = _loss_acc(predict(model, val_loader, device))
-            record.update(val_loss=val_loss, val_acc=val_acc)
-            if (val_acc, -val_loss) > (best["val_acc"], -best["val_loss"]):
-                best = {"epoch": epoch, "val_acc": val_acc, "val_loss": val_loss}
+            val = _val_metrics(predict(model, val_loader, device))
+            record.update(val)
+            if (val["val_acc"], -val["val_loss"]) > (best["val_acc"], -best["val_loss"]):
+                best = {"epoch": epoch, **val}
                 save_checkpoint(out / "best.pt", {"model": model.state_dict(), "arch": cfg.arch,
                                                   "epoch": epoch, "config": run_config})
         history.append(record)

@@ -1,8 +1,10 @@
-"""The command line: model listing and the study runner write what they say."""
+"""The command line: model listing, synthetic data, and a one-table study run with caching."""
 
 from __future__ import annotations
 
 import json
+
+import pytest
 
 from covtl.cli import main
 
@@ -16,11 +18,33 @@ def test_models_json_lists_every_network(capsys):
     assert {r["n_attn"] for r in rows if r["model"] == "resnet101"} == {0, 1, 5}
 
 
-def test_study_writes_results_with_provenance(tmp_path):
-    assert main(["study", "--profile", "smoke", "--results", str(tmp_path)]) == 0
-    result = json.loads((tmp_path / "smoke" / "b-table2" / "parameters.json").read_text())
-    counts = {(r["model"], r["n_attn"]): r["parameters"] for r in result["rows"]}
-    assert counts[("resnet50", 0)] == 25_557_032
-    assert counts[("resnet50", 5)] > counts[("resnet50", 1)] > counts[("resnet50", 0)]
-    prov = result["provenance"]
-    assert prov["profile"] == "smoke" and prov["commit"] and prov["torch"]
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "synthetic"
+    assert main(["data", "synth", "--out", str(root), "--scale", "tiny"]) == 0
+    return root
+
+
+@pytest.mark.slow
+def test_study_runs_a_table_then_skips_it_when_nothing_changed(tmp_path, tiny_root, capsys):
+    args = ["study", "--profile", "smoke", "--results", str(tmp_path), "--data-root", str(tiny_root),
+            "--only", "B1"]
+    assert main(args) == 0
+    out = tmp_path / "smoke"
+    plan = json.loads((out / "plan.json").read_text())
+    (run_id,) = plan["cells"][0]["runs"]
+    record = json.loads((out / "runs" / run_id / "metrics.json").read_text())
+    assert record["stage"] == "audit" and "summary" in record["tables"]
+    assert json.loads((out / "runs" / run_id / "run.json").read_text())["status"] == "done"
+    assert (out / "runs" / run_id / "notebook.ipynb").is_file()
+    rows = json.loads((out / "b-table2" / "parameters.json").read_text())["rows"]
+    counts = {r["model"]: r["parameters"] for r in rows if r["paper"] == "B"}
+    assert counts["resnet50"] == 25_557_032
+    capsys.readouterr()
+    assert main(args) == 0  # second time: nothing changed, nothing runs
+    assert "0 runs executed, 1 unchanged" in capsys.readouterr().out
+
+
+def test_synth_refuses_to_overwrite(tiny_root):
+    with pytest.raises(Exception, match="not empty|exists|overwrite"):
+        main(["data", "synth", "--out", str(tiny_root), "--scale", "tiny"])
