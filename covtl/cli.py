@@ -55,7 +55,8 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 def _cmd_study(args: argparse.Namespace) -> int:
     from .study import run_study
 
-    run_study(profile=args.profile, results=Path(args.results), data_root=args.data_root, only=args.only)
+    run_study(profile=args.profile, results=Path(args.results), data_root=args.data_root, only=args.only,
+              jobs=args.jobs)
     return 0
 
 
@@ -101,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="real data root laid out like ../shared/data (default: the embedded synthetic data)")
     p.add_argument("--only", nargs="+", default=None, metavar="TABLE",
                    help="run only what these tables need, e.g. --only A2 B3")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="notebooks run at once (default: 2 on a CPU machine, 1 with a GPU)")
     p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser("book", help="build the Jupyter Book from a profile's results")

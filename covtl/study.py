@@ -297,14 +297,54 @@ def _execute(run: Run, out: Path, params: dict[str, Any]) -> None:
             ) from None
 
 
+def _prepare(run: Run, key: str, out_root: Path, profile: str, data_root: str | None) -> dict[str, Any] | None:
+    """The run's notebook parameters, or ``None`` when a finished run with this key exists."""
+    out = out_root / "runs" / run.id
+    record_path = out / "run.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else None
+    if record and record.get("key") == key and record.get("status") == "done":
+        return None
+    if record and record.get("key") != key and out.exists():
+        shutil.rmtree(out)  # inputs changed: start this run afresh
+    out.mkdir(parents=True, exist_ok=True)
+    params = {**dict(run.params), "profile": profile, "data_root": data_root or "", "out_dir": str(out)}
+    if run.upstream is not None:
+        params["init"] = str(out_root / "runs" / run.upstream.id / "last.pt")
+    elif run.init:
+        params["init"] = run.init
+    # an interrupted run keeps its folder: the engine resumes from its last checkpoint
+    write_json_atomic(record_path, {"id": run.id, "key": key, "status": "running", "notebook": run.notebook,
+                                    "params": params})
+    return params
+
+
+def default_jobs() -> int:
+    """Notebooks run side by side: 2 on a CPU-only machine with 2+ cores, else 1 (one GPU)."""
+    import os
+
+    import torch
+
+    return 1 if torch.cuda.is_available() else max(1, min(2, os.cpu_count() or 1))
+
+
 def run_study(
     profile: str,
     results: Path = REPO / "results",
     data_root: str | None = None,
     only: list[str] | None = None,
+    jobs: int | None = None,
     echo=print,
 ) -> Path:
-    """Run (or reuse) every run the plan needs; return ``results/<profile>``."""
+    """Run (or reuse) every run the plan needs; return ``results/<profile>``.
+
+    ``jobs`` notebooks run at once (default :func:`default_jobs`); each gets
+    ``OMP_NUM_THREADS = cores // jobs`` so they do not fight over the cores. A run starts once
+    its upstream run has finished. On the first failure no new run starts, the running ones
+    finish, and :class:`StudyRunError` names the failed run and cell.
+    """
+    import os
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
     from .stages import data_fingerprint, resolve_data_root
 
     plan = build_plan(profile)
@@ -314,47 +354,73 @@ def run_study(
             raise ValueError(f"--only: unknown table(s) {sorted(unknown)}; choose from "
                              f"{sorted({c.table for c in plan.cells})}")
         plan.cells = [c for c in plan.cells if c.table in only]
+    jobs = jobs or default_jobs()
     out_root = Path(results) / profile
     root = resolve_data_root(data_root or "")
     data_fp, code = data_fingerprint(root), _source_hash()
-    keys: dict[str, str] = {}
     runs = plan.runs
+    keys: dict[str, str] = {}
+    for run in runs:  # upstream first, so the upstream key is known
+        keys[run.id] = run_key(run, keys, data_fp, code, profile)
+    if jobs > 1:
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
     start = time.perf_counter()
     counts = {"ran": 0, "skipped": 0}
-    for i, run in enumerate(runs, 1):
-        key = keys[run.id] = run_key(run, keys, data_fp, code, profile)
-        out = out_root / "runs" / run.id
-        record_path = out / "run.json"
-        record = json.loads(record_path.read_text()) if record_path.is_file() else None
-        if record and record.get("key") == key and record.get("status") == "done":
-            counts["skipped"] += 1
-            continue
-        if record and record.get("key") != key and out.exists():
-            shutil.rmtree(out)  # inputs changed: start this run afresh
-        out.mkdir(parents=True, exist_ok=True)
-        params = {**dict(run.params), "profile": profile, "data_root": data_root or "", "out_dir": str(out)}
-        if run.upstream is not None:
-            params["init"] = str(out_root / "runs" / run.upstream.id / "last.pt")
-        elif run.init:
-            params["init"] = run.init
-        write_json_atomic(record_path, {"id": run.id, "key": key, "status": "running",
-                                        "notebook": run.notebook, "params": params})
+    done: set[str] = set()
+    pending = list(runs)
+    failure: BaseException | None = None
+
+    def execute(run: Run, params: dict[str, Any]) -> float:
         t0 = time.perf_counter()
-        echo(f"[{i}/{len(runs)}] {run.id} ...")
-        _execute(run, out, params)
+        _execute(run, out_root / "runs" / run.id, params)
         took = time.perf_counter() - t0
-        write_json_atomic(record_path, {"id": run.id, "key": key, "status": "done", "notebook": run.notebook,
-                                        "params": params, "wall_time_s": round(took, 2),
-                                        "provenance": provenance(profile=profile, data=str(root),
-                                                                 data_fingerprint=data_fp)})
-        counts["ran"] += 1
-        echo(f"[{i}/{len(runs)}] {run.id} done in {took:.1f} s")
+        write_json_atomic(out_root / "runs" / run.id / "run.json", {
+            "id": run.id, "key": keys[run.id], "status": "done", "notebook": run.notebook, "params": params,
+            "wall_time_s": round(took, 2),
+            "provenance": provenance(profile=profile, data=str(root), data_fingerprint=data_fp),
+        })
+        return took
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        running: dict[Any, Run] = {}
+        while pending or running:
+            ready = [r for r in pending if r.upstream is None or r.upstream.id in done]
+            for run in ready if failure is None else []:
+                if len(running) >= jobs:
+                    break
+                pending.remove(run)
+                params = _prepare(run, keys[run.id], out_root, profile, data_root)
+                if params is None:
+                    counts["skipped"] += 1
+                    done.add(run.id)
+                    continue
+                echo(f"[{len(done) + len(running) + 1}/{len(runs)}] {run.id} ...")
+                running[pool.submit(execute, run, params)] = run
+            if not running:
+                if failure is not None or not pending:
+                    break
+                if not ready:  # cannot happen for a plan built upstream-first
+                    raise RuntimeError(f"runs wait for upstream runs that never ran: {[r.id for r in pending]}")
+                continue
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                run = running.pop(fut)
+                try:
+                    took = fut.result()
+                except BaseException as err:  # stop scheduling; report after the others finish
+                    failure = failure or err
+                    continue
+                done.add(run.id)
+                counts["ran"] += 1
+                echo(f"[{len(done)}/{len(runs)}] {run.id} done in {took:.1f} s")
+    if failure is not None:
+        raise failure
     write_json_atomic(out_root / "plan.json", Plan(profile, plan.cells, plan.not_run).to_json())
     write_json_atomic(out_root / "b-table2" / "parameters.json",
                       {"rows": parameter_counts(), "provenance": provenance(profile=profile)})
     write_json_atomic(out_root / "study.json", {
         "profile": profile, "data_root": str(root), "data_fingerprint": data_fp,
-        "synthetic": not data_root, "runs": len(runs), **counts,
+        "synthetic": not data_root, "runs": len(runs), **counts, "jobs": jobs,
         "wall_time_s": round(time.perf_counter() - start, 1),
         "provenance": provenance(profile=profile, data=str(root)),
     })

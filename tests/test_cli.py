@@ -48,3 +48,18 @@ def test_study_runs_a_table_then_skips_it_when_nothing_changed(tmp_path, tiny_ro
 def test_synth_refuses_to_overwrite(tiny_root):
     with pytest.raises(Exception, match="not empty|exists|overwrite"):
         main(["data", "synth", "--out", str(tiny_root), "--scale", "tiny"])
+
+
+@pytest.mark.slow
+def test_a_failing_notebook_names_the_run_and_cell_and_keeps_finished_runs(tmp_path, tiny_root):
+    import shutil
+
+    from covtl.study import StudyRunError, run_study
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_root, broken)
+    (broken / "covid-ct" / "Data-split" / "COVID" / "testCT_COVID.txt").unlink()
+    (tmp_path / "res" / "smoke" / "runs" / "keep-me").mkdir(parents=True)
+    with pytest.raises(StudyRunError, match=r"run split_audit-s0-\w+ \(notebooks/split_audit.py\) failed in cell \d+"):
+        run_study("smoke", results=tmp_path / "res", data_root=str(broken), only=["B1"], jobs=1, echo=lambda *_: None)
+    assert (tmp_path / "res" / "smoke" / "runs" / "keep-me").is_dir()
