@@ -1,5 +1,5 @@
 # covtl: two commands do all the set-up (see README.md)
-#   make study   create .venv, install, run the whole study at PROFILE, build the book
+#   make study   create .venv, install, run the whole study at PROFILE (default quick), build the book
 #   make test    create .venv, install, run the test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -17,6 +17,7 @@ $(BIN)/.installed: pyproject.toml
 
 study: $(BIN)/.installed
 	$(BIN)/covtl study --profile $(PROFILE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
+	$(BIN)/covtl book --profile $(PROFILE)
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest
