@@ -191,8 +191,11 @@ def _train_config(cfg: StageConfig, root: Path, num_classes: int, **extra) -> Tr
 
 
 def _finish(cfg: StageConfig, result: dict[str, Any], stage: str, **extra) -> dict[str, Any]:
+    """The stage's record, written to ``metrics.json`` (by rank 0 only under torchrun)."""
     record = {"stage": stage, "config": dataclasses.asdict(cfg), **result, **extra}
-    write_json_atomic(Path(cfg.out_dir) / "metrics.json", record)
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()) or \
+            torch.distributed.get_rank() == 0:
+        write_json_atomic(Path(cfg.out_dir) / "metrics.json", record)
     return record
 
 
