@@ -36,7 +36,7 @@ from .models import ATTN_MODELS, MODEL_NAMES
 from .provenance import provenance
 from .recipes import PROFILES, get_recipe, scale_recipe
 from .regions import crop_regions
-from .train import TrainConfig, fit, handoff, resolve_device, seed_everything
+from .train import FinishedRunError, TrainConfig, fit, handoff, resolve_device, seed_everything
 
 __all__ = [
     "PROFILE_DATA",
@@ -190,6 +190,15 @@ def _train_config(cfg: StageConfig, root: Path, num_classes: int, **extra) -> Tr
     )
 
 
+def _fit(task, recipe, tcfg: TrainConfig, *datasets) -> dict[str, Any]:
+    """The engine's record; a run interrupted after training (before the stage record was
+    written) reuses its finished training instead of failing on the existing results."""
+    try:
+        return fit(task, recipe, tcfg, *datasets)
+    except FinishedRunError:
+        return json.loads((Path(tcfg.out_dir) / "metrics.json").read_text())
+
+
 def _finish(cfg: StageConfig, result: dict[str, Any], stage: str, **extra) -> dict[str, Any]:
     """The stage's record, written to ``metrics.json`` (by rank 0 only under torchrun)."""
     record = {"stage": stage, "config": dataclasses.asdict(cfg), **result, **extra}
@@ -232,7 +241,7 @@ def supervised_source_stage(cfg: StageConfig, dataset: str, recipe_name: str) ->
     else:
         raise ValueError(f"source dataset must be 'natural' or 'covidx', got {dataset!r}")
     model = _build(cfg, n_classes, recipe.dropout)
-    result = fit(model, recipe, _train_config(cfg, root, n_classes, dataset=dataset), train, val, test)
+    result = _fit(model, recipe, _train_config(cfg, root, n_classes, dataset=dataset), train, val, test)
     classes = list((train_full.classes)[:n_classes])
     return _finish(cfg, result, "stl_n" if dataset == "natural" else "stl_m", classes=classes,
                    n_train=len(train), n_val=len(val))
@@ -280,7 +289,7 @@ def ssl_stage(cfg: StageConfig, method: str, recipe_name: str, dataset: str = "c
         paper_k = SSL_METHODS[method][1].get("queue_size", 65536)
         overrides["queue_size"] = min(paper_k, max(1, len(train) // 2))
     task = build_ssl(method, model, **overrides)
-    result = fit(task, recipe, _train_config(cfg, root, 2, dataset=dataset, method=method), train)
+    result = _fit(task, recipe, _train_config(cfg, root, 2, dataset=dataset, method=method), train)
     return _finish(cfg, result, "sstl_m", method=method, dataset=dataset, n_train=len(train),
                    queue_size=overrides.get("queue_size"))
 
@@ -297,7 +306,7 @@ def finetune_stage(cfg: StageConfig, recipe_name: str) -> dict[str, Any]:
     val = _subset(ds.load_dataset("covid-ct", folder, "val", eval_tf), limits["max_eval"], cfg.seed)
     test = _subset(ds.load_dataset("covid-ct", folder, "test", eval_tf), limits["max_eval"], cfg.seed)
     model = _build(cfg, 2, recipe.dropout)
-    result = fit(model, recipe, _train_config(cfg, root, 2, dataset="covid-ct"), train, val, test)
+    result = _fit(model, recipe, _train_config(cfg, root, 2, dataset="covid-ct"), train, val, test)
     return _finish(cfg, result, "finetune", recipe_name=recipe_name, n_train=len(train))
 
 
