@@ -95,7 +95,7 @@ Default counts (``scale="default"``; ``"tiny"`` in :data:`SCALES`)
 --------------------------------------------------------------------
 covid-ct 349 COVID (191/60/98) + 397 NonCOVID (234/58/105) images, patient-level splits,
 1-8 slices per patient; covidx-mini 300 train + 90 test (equal thirds of COVID-19 / pneumonia /
-normal), 1-3 images per patient; lung-ct-unlabeled 20 volumes x 24 slices; medseg-covid 50
+normal), 1-3 images per patient; lung-ct-unlabeled 20 volumes x 20 slices; medseg-covid 50
 pairs from 10 patients; natural 100 classes x (50 train + 10 val).
 
 Quirks copied from the real data: COVID ``.png`` files of which ~10 % hold JPEG data, modes L,
@@ -164,7 +164,7 @@ __all__ = [
 ]
 
 #: bump when the drawn content of any file changes
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"
 #: dataset folders written by :func:`generate`, in order
 PARTS = ("covid-ct", "covidx-mini", "lung-ct-unlabeled", "medseg-covid", "natural")
 #: the five lobe regions of paper A's region task; lobe-map values 0..4 in this order, -1 = not lung
@@ -201,7 +201,7 @@ class SynthScale:
     cxr_train: tuple[int, int, int] = (100, 100, 100)  # COVID-19, pneumonia, normal train images
     cxr_test: tuple[int, int, int] = (30, 30, 30)  # COVID-19, pneumonia, normal test images
     volumes: int = 20  # lung-ct-unlabeled volumes
-    volume_slices: int = 24  # slices per volume
+    volume_slices: int = 20  # slices per volume
     volume_size: int = 224  # lung-ct-unlabeled / medseg slice height (px)
     medseg_pairs: int = 50  # medseg image/mask pairs
     medseg_patients: int = 10  # patients they come from
@@ -238,7 +238,7 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cell: float)
     h, w = shape
     gh, gw = max(2, math.ceil(h / cell) + 1), max(2, math.ceil(w / cell) + 1)
     coarse = rng.standard_normal((gh, gw), dtype=np.float32)
-    fine = np.asarray(Image.fromarray(coarse, mode="F").resize((w, h), Image.Resampling.BICUBIC))
+    fine = np.asarray(Image.fromarray(coarse).resize((w, h), Image.Resampling.BICUBIC))
     return fine / max(float(fine.std()), 1e-6)
 
 
@@ -272,7 +272,7 @@ def pleura_distance(lung: np.ndarray) -> np.ndarray:
 class Lesion:
     """One drawn abnormality, in body units (see the module docstring).
 
-    kind: ggo | crazy | consolidation | nodule | lobar | holes | band | effusion. ``side`` is -1
+    kind: ggo | crazy | consolidation | nodule | bulla | lobar | holes | band | effusion. ``side`` is -1
     for the right lung (image left), +1 for the left lung, 0 for both. Present at levels within
     ``zext`` of ``z``; its in-plane size shrinks as sqrt(1 - ((level - z)/zext)^2).
     """
@@ -340,7 +340,8 @@ def sample_ct_patient(rng: np.random.Generator, finding: str = "normal", *, size
     h, w = shape
     aspect = rng.uniform(1.28, 1.5)
     ay = min(h * rng.uniform(0.34, 0.41), w / (2.0 * aspect) * 0.94)
-    harmonics = np.stack([np.array([2.0, 3.0, 4.0]), rng.uniform(0.0, 0.035, 3), rng.uniform(0, 2 * np.pi, 3)], 1)
+    harmonics = np.stack([np.array([2.0, 3.0, 4.0]), rng.uniform(0.0, 0.035, 3),
+                          rng.uniform(0, 2 * np.pi, 3)], 1)
     branches = []  # vessel trees from each hilum: side, angle, length, start x, start y, generation
     for side in (-1, 1):
         hilum = (side * 0.28, rng.uniform(-0.06, 0.04))
@@ -364,8 +365,8 @@ def sample_ct_patient(rng: np.random.Generator, finding: str = "normal", *, size
         harmonics=harmonics.astype(np.float32), back=float(rng.uniform(0.86, 0.96)),
         fat=float(rng.uniform(0.04, 0.12)), muscle=float(rng.uniform(0.04, 0.07)),
         mediastinum=float(rng.uniform(0.12, 0.18)),
-        heart=(float(rng.uniform(0.12, 0.24)), float(rng.uniform(-0.2, -0.05)), float(rng.uniform(0.42, 0.54)),
-               float(rng.uniform(0.3, 0.4)), float(rng.uniform(-0.5, -0.15))),
+        heart=(float(rng.uniform(0.12, 0.24)), float(rng.uniform(-0.2, -0.05)),
+               float(rng.uniform(0.42, 0.54)), float(rng.uniform(0.3, 0.4)), float(rng.uniform(-0.5, -0.15))),
         lung_hu=float(rng.uniform(-890, -850)),
         fissure=(float(rng.uniform(-0.04, 0.04)), float(rng.uniform(-0.04, 0.04)),
                  float(rng.uniform(-0.08, 0.08)), float(rng.uniform(-0.08, 0.08))),
@@ -440,7 +441,8 @@ def _sample_lesions(rng: np.random.Generator, p: CTPatient, finding: str) -> lis
             phi = phi_r if side < 0 else np.pi - phi_r
             x, y = _wall_point(p, phi, rng.uniform(0.02, 0.08))
             r = rng.uniform(0.06, 0.14)
-            les.append(Lesion("bulla", side, x, y, float(rng.uniform(0.2, 0.55)), r * 2.0, r, r * 0.8, 0.0, -990.0))
+            les.append(Lesion("bulla", side, x, y, float(rng.uniform(0.2, 0.55)), r * 2.0, r, r * 0.8, 0.0,
+                              -990.0))
     elif finding == "dependent":
         kind = "effusion" if rng.random() < 0.4 else "band"
         for side in (-1, 1):
@@ -456,8 +458,9 @@ def _sample_lesions(rng: np.random.Generator, p: CTPatient, finding: str) -> lis
                 x = side * rng.uniform(0.4, 0.65)
                 y = rng.uniform(-0.2, 0.2)
                 a = rng.uniform(0.14, 0.28)
-                les.append(Lesion("ggo", side, x, y, float(z0 + rng.uniform(-0.1, 0.1)), float(rng.uniform(0.15, 0.3)),
-                                  a, a * rng.uniform(0.6, 1.0), rng.uniform(0, np.pi), float(rng.uniform(110, 300))))
+                les.append(Lesion("ggo", side, x, y, float(z0 + rng.uniform(-0.1, 0.1)),
+                                  float(rng.uniform(0.15, 0.3)), a, a * rng.uniform(0.6, 1.0),
+                                  rng.uniform(0, np.pi), float(rng.uniform(110, 300))))
     return les
 
 
@@ -525,7 +528,7 @@ def render_ct_slice(rng: np.random.Generator, patient: CTPatient | None = None, 
     level = float(level)
     cv = _canvas(p)
     h, w, xi, y = cv.h, cv.w, cv.xi, cv.y
-    sin_phi, rn, inner, body, cavity = cv.sin_phi, cv.rn, cv.inner, cv.body, cv.cavity
+    sin_phi, rn, inner, body = cv.sin_phi, cv.rn, cv.inner, cv.body
     px = p.ay / 100.0  # pixels per 0.01 body unit, for pixel-sized details
     hu = cv.hu.copy()  # body, fat, muscle, cavity, mediastinal fat, spine
     # ribs and sternum: bony ovals in the chest wall
@@ -535,7 +538,8 @@ def render_ct_slice(rng: np.random.Generator, patient: CTPatient | None = None, 
         if math.sin(ang) < -0.97 or math.sin(ang) > 0.94:
             continue  # sternum / spine positions
         rx, ry = _wall_point(p, float(ang), -0.02)
-        cv.fill(bone, cv.ellipse(rx, ry, rng.uniform(0.05, 0.09), rng.uniform(0.025, 0.035), float(ang) + np.pi / 2))
+        rib = cv.ellipse(rx, ry, rng.uniform(0.05, 0.09), rng.uniform(0.025, 0.035), float(ang) + np.pi / 2)
+        cv.fill(bone, rib)
     cv.fill(bone, cv.ellipse(*_wall_point(p, -np.pi / 2, -0.03), 0.09, 0.035))
     # heart from level ~0.35 (with epicardial fat), great vessels, airways
     grow = float(_smoothstep(0.33, 0.62, np.float32(level)))
@@ -552,7 +556,8 @@ def render_ct_slice(rng: np.random.Generator, patient: CTPatient | None = None, 
                                   (-0.13, -0.22, 0.065, 0.0, 0.5),  # superior vena cava
                                   (0.08, -0.05, 0.3, 0.3, 0.42)):  # aortic arch (cut obliquely)
         if lo_l <= level < hi_l:
-            shape = cv.ellipse(x0, y0, r * (1.0 if r < 0.2 else 0.9), r if r < 0.2 else 0.09, 0.9 if r > 0.2 else 0)
+            arch = r > 0.2  # an elongated, oblique section
+            shape = cv.ellipse(x0, y0, r * 0.9 if arch else r, 0.09 if arch else r, 0.9 if arch else 0.0)
             cv.set(hu, shape, 45.0)
             cv.fill(solid, shape)
     airway = np.zeros((h, w), bool)
@@ -646,7 +651,8 @@ def render_ct_slice(rng: np.random.Generator, patient: CTPatient | None = None, 
                 n = int(les.amount * idx.size / (60.0 * px * px))
                 pick = rng.choice(idx, size=min(n, idx.size), p=wgt / wgt.sum())
                 sigma = 1.3 * px
-                holes = _blur(_splat((h, w), pick // w, pick % w, np.full(pick.size, 2 * np.pi * sigma**2)), sigma)
+                holes = _splat((h, w), pick // w, pick % w, np.full(pick.size, 2 * np.pi * sigma**2))
+                holes = _blur(holes, sigma)
                 o = np.clip(holes * 1.4, 0, 1) * lung
                 hu = hu - o * (hu + 990.0)
                 lesion_o = np.maximum(lesion_o, o)
@@ -654,8 +660,8 @@ def render_ct_slice(rng: np.random.Generator, patient: CTPatient | None = None, 
             # dependent crescent along the posterior chest wall, thickest where it is lowest
             side_mask = lung_r if les.side < 0 else lung_l
             depth = les.amount * s * np.clip(sin_phi, 0, 1) ** 2
-            o = _smoothstep(-0.015, 0.015, rn - (inner - 0.015 - depth) + 0.012 * shape_noise) * (sin_phi > 0.1)
-            o = o * side_mask
+            o = _smoothstep(-0.015, 0.015, rn - (inner - 0.015 - depth) + 0.012 * shape_noise)
+            o = o * (sin_phi > 0.1) * side_mask
             if les.kind == "effusion":
                 dense = np.maximum(dense, o)
                 dense_hu = les.strength
@@ -680,8 +686,8 @@ def render_ct_slice(rng: np.random.Generator, patient: CTPatient | None = None, 
     hu[bone] = 650.0
     # acquisition: blur, correlated noise, window; outside the body stays exactly black
     sigma = max(0.3, p.blur * p.height / 256.0)  # white noise blurred by sigma has std 1 / (2 sigma sqrt(pi))
-    hu = _blur(hu + (p.noise_hu * 2 * sigma * math.sqrt(math.pi)) * rng.standard_normal((h, w), dtype=np.float32),
-               sigma)
+    white = rng.standard_normal((h, w), dtype=np.float32)
+    hu = _blur(hu + (p.noise_hu * 2 * sigma * math.sqrt(math.pi)) * white, sigma)
     lo, width = p.window
     image = np.clip((hu - lo) * (255.0 / width), 0, 255)
     image[~body] = 0.0
@@ -867,9 +873,11 @@ def render_cxr(rng: np.random.Generator, *, label: str = "normal", size: int = 2
     """Draw a frontal (PA) chest X-ray with ``label`` in :data:`CXR_LABELS` (bright = dense)."""
     if label not in CXR_LABELS:
         raise ValueError(f"unknown X-ray label {label!r}; choose one of {', '.join(CXR_LABELS)}")
-    h = size
-    w = int(round(size * rng.uniform(0.9, 1.15)))
-    s = h / 2.0
+    out_h = size
+    out_w = int(round(size * rng.uniform(0.9, 1.15)))
+    # drawn on a half-resolution grid (X-ray anatomy is smooth), upsampled, then noise at full size
+    h, w = (out_h + 1) // 2, (out_w + 1) // 2
+    s = h / 2.0  # half the image height: the length unit
     cx, cy = w / 2 + rng.uniform(-0.04, 0.04) * w, h / 2 + rng.uniform(-0.04, 0.04) * h
     xs = ((np.arange(w, dtype=np.float32) + 0.5 - cx) / s)[None, :]
     ys = ((np.arange(h, dtype=np.float32) + 0.5 - cy) / s)[:, None]
@@ -912,11 +920,13 @@ def render_cxr(rng: np.random.Generator, *, label: str = "normal", size: int = 2
     ax = np.abs(x)
     chest = torso & (y < dome_y + 0.15) & (ax > 0.06)
     q = y + 0.15 * ax - 0.55 * ax**2 - (top + 0.02)
-    ribs = ((q > -0.022) & (q < 9 * spacing) & (np.abs((q + spacing / 2) % spacing - spacing / 2) < 0.022)
-            & (ax < half * 0.97)).astype(np.float32)
+    def bands(q: np.ndarray, n: int, half_width: float) -> np.ndarray:  # n periodic bands from q = 0
+        stripe = np.abs((q + spacing / 2) % spacing - spacing / 2) < half_width
+        return (q > -half_width) & (q < n * spacing) & stripe
+
+    ribs = (bands(q, 9, 0.022) & (ax < half * 0.97)).astype(np.float32)
     qa = y - 0.25 * ax + 0.35 * ax**2 - (top + 0.17)
-    ribs += 0.4 * ((qa > -0.018) & (qa < 7 * spacing) & (np.abs((qa + spacing / 2) % spacing - spacing / 2) < 0.018)
-                   & (ax > 0.12) & (ax < half * 0.9))
+    ribs += 0.4 * (bands(qa, 7, 0.018) & (ax > 0.12) & (ax < half * 0.9))
     ribs *= chest
     for side in (-1, 1):
         t = np.clip((side * x - 0.08) / 0.5, 0, 1)
@@ -933,7 +943,8 @@ def render_cxr(rng: np.random.Generator, *, label: str = "normal", size: int = 2
             pts_x.append(cx + s * (hxp + t * ln * np.cos(ang)))
             pts_y.append(cy + s * (hyp + t * ln * np.sin(ang)))
             pts_w.append(1.0 - 0.8 * t)
-    marks = _blur(_splat((h, w), np.concatenate(pts_y), np.concatenate(pts_x), np.concatenate(pts_w)), 0.9 * s / 128)
+    marks = _splat((h, w), np.concatenate(pts_y), np.concatenate(pts_x), np.concatenate(pts_w))
+    marks = _blur(marks, 0.9 * s / 128)
     d = d + np.clip(marks * 1.2, 0, 0.12) * lung
     # disease
     opac = np.zeros_like(d)
@@ -962,12 +973,15 @@ def render_cxr(rng: np.random.Generator, *, label: str = "normal", size: int = 2
     opac *= lung
     d = d + opac
     lesion = (opac > 0.3 * max(float(opac.max()), 1e-6)) & (opac > 0.02)
-    # acquisition
+    # acquisition: blur, upsampling, quantum noise, exposure curve
     d = _blur(d, rng.uniform(0.6, 1.2) * s / 128)
-    d = d + rng.uniform(0.01, 0.025) * rng.standard_normal((h, w), dtype=np.float32)
+    d = np.asarray(Image.fromarray(d.astype(np.float32)).resize((out_w, out_h), Image.Resampling.BILINEAR))
+    d = d + rng.uniform(0.01, 0.025) * rng.standard_normal((out_h, out_w), dtype=np.float32)
     lo, hi, gamma = rng.uniform(0.0, 0.08), rng.uniform(0.75, 0.95), rng.uniform(0.8, 1.25)
     image = np.rint(np.clip((d - lo) / (hi - lo), 0, 1) ** gamma * 255).astype(np.uint8)
-    return CXRImage(image, lesion, {"label": label, "lung_box": _bbox(lung)})
+    lesion = np.asarray(Image.fromarray(lesion).resize((out_w, out_h), Image.Resampling.NEAREST))
+    lung_big = np.asarray(Image.fromarray(lung).resize((out_w, out_h), Image.Resampling.NEAREST))
+    return CXRImage(image, lesion, {"label": label, "lung_box": _bbox(lung_big)})
 
 
 # --------------------------------------------------------------------------------------------
@@ -1097,7 +1111,7 @@ def _encode(image: np.ndarray, fmt: str, mode: str = "L", quality: int = 92) -> 
         im = im.convert(mode)
     buf = io.BytesIO()
     if fmt == "PNG":
-        im.save(buf, "PNG", compress_level=6)
+        im.save(buf, "PNG", compress_level=1)
     else:
         options = {} if mode == "L" else {"subsampling": 0}
         im.save(buf, "JPEG", quality=quality, **options)
@@ -1198,14 +1212,17 @@ def _plan_covid_ct(seed: int, cfg: SynthScale, root: str) -> tuple[list[dict], d
         names = []
         for count in _patient_counts(rng, cfg.covid[si], 0.8, 8):
             pid += 1
-            p = sample_ct_patient(_rng(seed, code, 1, pid), "covid", size=cfg.ct_size, mediastinal_window=0.06)
+            p = sample_ct_patient(_rng(seed, code, 1, pid), "covid", size=cfg.ct_size,
+                                  mediastinal_window=0.06)
             levels = _slice_levels(_rng(seed, code, 2, pid), p, count)
             serial += int(rng.integers(1, 400))
             if rng.random() < 0.1:
                 words = rng.choice(_TITLE_WORDS, size=int(rng.integers(8, 14)))
-                stem = f"{'-'.join(words)}_2020_Synthetic-Journal-of-Imaging-p{int(rng.integers(1, 12))}-{serial % 97}"
+                page = int(rng.integers(1, 12))
+                stem = f"{'-'.join(words)}_2020_Synthetic-Journal-of-Imaging-p{page}-{serial % 97}"
             else:
-                stem = (f"synth-2020.{int(rng.integers(1, 5)):02d}.{int(rng.integers(1, 29)):02d}.2{serial:07d}"
+                month, day = int(rng.integers(1, 5)), int(rng.integers(1, 29))
+                stem = (f"synth-2020.{month:02d}.{day:02d}.2{serial:07d}"
                         f"-p{int(rng.integers(1, 30))}-{int(rng.integers(10, 200))}")
             no_ext = rng.random() < 0.24
             doi = f"10.5555/synth.{serial}" if rng.random() < 0.18 else ""
@@ -1222,7 +1239,8 @@ def _plan_covid_ct(seed: int, cfg: SynthScale, root: str) -> tuple[list[dict], d
                              "fmt": "JPEG" if jpeg_inside else "PNG",
                              "mode": "RGB" if jpeg_inside and mode == "RGBA" else mode, "quality": 95,
                              "part": "covid-ct", "file": f"covid-ct/Images-processed/CT_COVID/{name}",
-                             "split": split, "label": "COVID", "patient": f"Patient {pid}", "finding": "covid"})
+                             "split": split, "label": "COVID", "patient": f"Patient {pid}",
+                             "finding": "covid"})
         lists[("COVID", split)] = sorted(names)
     # NonCOVID: crawled patients (.jpg, "<n>%<k>.jpg") and medpix patients (.png, running numbers)
     findings = list(NONCOVID_MIX)
@@ -1234,7 +1252,8 @@ def _plan_covid_ct(seed: int, cfg: SynthScale, root: str) -> tuple[list[dict], d
         for count in _patient_counts(rng, cfg.noncovid[si], 1.3, 8):
             npid += 1
             finding = str(rng.choice(findings, p=shares / shares.sum()))
-            p = sample_ct_patient(_rng(seed, code, 4, npid), finding, size=cfg.ct_size, mediastinal_window=0.06)
+            p = sample_ct_patient(_rng(seed, code, 4, npid), finding, size=cfg.ct_size,
+                                  mediastinal_window=0.06)
             levels = _slice_levels(_rng(seed, code, 5, npid), p, count)
             crawled = rng.random() < 0.5
             if crawled:
@@ -1260,8 +1279,8 @@ def _plan_covid_ct(seed: int, cfg: SynthScale, root: str) -> tuple[list[dict], d
                              "mode": mode, "quality": 95, "part": "covid-ct",
                              "file": f"covid-ct/Images-processed/CT_NonCOVID/{name}", "split": split,
                              "label": "NonCOVID", "patient": patient, "finding": finding})
-        lists[("NonCOVID", split)] = (sorted((n for n in names if n.endswith(".png")), key=lambda n: int(n[:-4]))
-                                      + sorted(n for n in names if n.endswith(".jpg")))
+        pngs = sorted((n for n in names if n.endswith(".png")), key=lambda n: int(n[:-4]))
+        lists[("NonCOVID", split)] = pngs + sorted(n for n in names if n.endswith(".jpg"))
         order = rng.permutation(len(split_ids))
         ids[split] = [split_ids[i] for i in order]
     meta = {"covid_rows": covid_rows, "lists": lists, "noncovid_meta": noncovid_meta, "ids": ids,
@@ -1308,14 +1327,15 @@ def _xlsx(rows: list[list[str]], sheet: str) -> bytes:
            + "".join(f"<si><t>{escape(s)}</t></si>" for s in strings) + "</sst>")
     sheet_xml = (f'{head}<worksheet {ns} xmlns:r="{rel}"><dimension ref="A1:D{len(rows)}"/>'
                  f'<sheetData>{"".join(xml_rows)}</sheetData></worksheet>')
-    workbook = (f'{head}<workbook {ns} xmlns:r="{rel}"><sheets><sheet name="{sheet}" sheetId="1" r:id="rId1"/>'
-                "</sheets></workbook>")
+    workbook = (f'{head}<workbook {ns} xmlns:r="{rel}"><sheets>'
+                f'<sheet name="{sheet}" sheetId="1" r:id="rId1"/></sheets></workbook>')
     pkg = "http://schemas.openxmlformats.org/package/2006/relationships"
     ct = "application/vnd.openxmlformats-officedocument.spreadsheetml"
     files = {
         "[Content_Types].xml": (
             f'{head}<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-            '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+            '<Default Extension="rels" '
+            'ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
             '<Default Extension="xml" ContentType="application/xml"/>'
             f'<Override PartName="/xl/workbook.xml" ContentType="{ct}.sheet.main+xml"/>'
             f'<Override PartName="/xl/worksheets/sheet1.xml" ContentType="{ct}.worksheet+xml"/>'
@@ -1326,7 +1346,8 @@ def _xlsx(rows: list[list[str]], sheet: str) -> bytes:
         "xl/_rels/workbook.xml.rels": (
             f'{head}<Relationships xmlns="{pkg}">'
             f'<Relationship Id="rId1" Type="{rel}/worksheet" Target="worksheets/sheet1.xml"/>'
-            f'<Relationship Id="rId2" Type="{rel}/sharedStrings" Target="sharedStrings.xml"/></Relationships>'),
+            f'<Relationship Id="rId2" Type="{rel}/sharedStrings" Target="sharedStrings.xml"/>'
+            "</Relationships>"),
         "xl/worksheets/sheet1.xml": sheet_xml,
         "xl/sharedStrings.xml": sst,
     }
@@ -1372,7 +1393,8 @@ def _plan_unlabeled(seed: int, cfg: SynthScale, root: str) -> tuple[list[dict], 
         lo, hi = rng.uniform(0.1, 0.25), rng.uniform(0.85, 0.97)
         volume = f"Synth-1_ctvolume_org_{v:03d}"
         for i, level in enumerate(np.linspace(lo, hi, cfg.volume_slices), start=1):
-            jobs.append({"kind": "ct", "root": root, "key": (seed, code, 3, v, i), "ct_patient": p, "level": float(level),
+            jobs.append({"kind": "ct", "root": root, "key": (seed, code, 3, v, i), "ct_patient": p,
+                         "level": float(level),
                          "rot": ORIENTATION["lung-ct-unlabeled"], "fmt": "JPEG", "mode": "L", "quality": 90,
                          "part": "lung-ct-unlabeled", "file": f"lung-ct-unlabeled/slices/{volume}_{i}.jpg",
                          "split": "train", "label": "", "patient": volume, "finding": finding})
@@ -1393,7 +1415,8 @@ def _plan_medseg(seed: int, cfg: SynthScale, root: str) -> tuple[list[dict], dic
         levels = _slice_levels(_rng(seed, code, 2, pi), p, count)
         for k in range(count):
             jobs.append({"kind": "ct", "root": root, "key": (seed, code, 3, pi, k), "ct_patient": p,
-                         "level": levels[k], "ensure_lesion": True, "rot": ORIENTATION["medseg-covid"], "fmt": "JPEG", "mode": "L",
+                         "level": levels[k], "ensure_lesion": True, "rot": ORIENTATION["medseg-covid"],
+                         "fmt": "JPEG", "mode": "L",
                          "quality": 90, "part": "medseg-covid", "file": f"medseg-covid/images/{n}.jpg",
                          "mask_file": f"medseg-covid/masks/{n}.png", "split": "all", "label": "COVID",
                          "patient": f"medseg-patient-{pi}", "finding": "covid"})
@@ -1459,7 +1482,8 @@ def generate(out: str | os.PathLike, *, seed: int = 0, scale: str | SynthScale =
     out = Path(out)
     if isinstance(scale, str):
         if scale not in SCALES:
-            raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)} or pass a SynthScale")
+            raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)} "
+                             "or pass a SynthScale")
         cfg, scale_name = SCALES[scale], scale
     else:
         cfg, scale_name = scale, "custom"
