@@ -130,13 +130,14 @@ RECIPES: dict[str, Recipe] = {
     )
 }
 
-#: profile -> how it scales a recipe: epoch fraction (at least ``min_epochs``), image size and
-#: a cap on the batch size; ``paper`` changes nothing.
+#: profile -> how it scales a recipe: a fraction of the paper's epochs (clipped to
+#: [``min_epochs``, ``max_epochs``]), the image size and a cap on the batch size; ``paper``
+#: changes nothing.
 PROFILES: dict[str, dict] = {
-    "smoke": {"epoch_fraction": 0.0, "min_epochs": 1, "image_size": 32, "max_batch": 8,
+    "smoke": {"epoch_fraction": 0.0, "min_epochs": 1, "max_epochs": 1, "image_size": 32, "max_batch": 8,
               "max_steps_per_epoch": 2},
-    "quick": {"epoch_fraction": 0.06, "min_epochs": 3, "image_size": 64, "max_batch": 32},
-    "cpu": {"epoch_fraction": 0.2, "min_epochs": 6, "image_size": 128, "max_batch": 32},
+    "quick": {"epoch_fraction": 0.06, "min_epochs": 2, "max_epochs": 3, "image_size": 64, "max_batch": 32},
+    "cpu": {"epoch_fraction": 0.2, "min_epochs": 6, "max_epochs": 40, "image_size": 128, "max_batch": 32},
     "paper": {},
 }
 
@@ -158,7 +159,8 @@ def scale_recipe(recipe: Recipe, profile: str) -> Recipe:
     p = PROFILES[profile]
     if not p:
         return recipe
-    epochs = min(recipe.epochs, max(p["min_epochs"], round(recipe.epochs * p["epoch_fraction"])))
+    epochs = max(p["min_epochs"], min(p["max_epochs"], round(recipe.epochs * p["epoch_fraction"])))
+    epochs = min(recipe.epochs, epochs)
     ratio = epochs / recipe.epochs
 
     def scaled(e: int) -> int:
