@@ -136,7 +136,7 @@ RECIPES: dict[str, Recipe] = {
 PROFILES: dict[str, dict] = {
     "smoke": {"epoch_fraction": 0.0, "min_epochs": 1, "max_epochs": 1, "image_size": 32, "max_batch": 8,
               "max_steps_per_epoch": 2},
-    "quick": {"epoch_fraction": 0.06, "min_epochs": 2, "max_epochs": 3, "image_size": 64, "max_batch": 32},
+    "quick": {"epoch_fraction": 0.06, "min_epochs": 2, "max_epochs": 2, "image_size": 64, "max_batch": 32},
     "cpu": {"epoch_fraction": 0.2, "min_epochs": 6, "max_epochs": 40, "image_size": 128, "max_batch": 32},
     "paper": {},
 }

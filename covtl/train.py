@@ -534,7 +534,9 @@ def fit(
     if rank == 0 and test_set is not None:
         test_loader = _loader(test_set, recipe, cfg, recipe.epochs, False, 1, 0)
         preds = {"last": predict(model, test_loader, device)}
-        if best["epoch"] >= 0 and (out / "best.pt").exists():
+        if best["epoch"] == recipe.epochs - 1:  # the last epoch is the best: the same network
+            preds["best_val"] = preds["last"]
+        elif best["epoch"] >= 0 and (out / "best.pt").exists():
             best_model = _copy_with_state(model, load_checkpoint(out / "best.pt", cfg.arch or None)["model"])
             preds["best_val"] = predict(best_model, test_loader, device)
         result["test"] = {k: score(p, cfg.n_boot, cfg.seed) for k, p in preds.items()}

@@ -68,12 +68,12 @@ def test_profiles_scale_and_paper_changes_nothing():
     f = RECIPES["a_finetune"]
     assert scale_recipe(f, "paper") is f
     q = scale_recipe(f, "quick")
-    assert q.image_size == 64 and q.batch_size == 32 and q.epochs == 3
-    assert q.milestones == (2, 2) and q.lr == pytest.approx(0.3 * 32 / 256)
+    assert q.image_size == 64 and q.batch_size == 32 and q.epochs == 2
+    assert q.milestones == (1, 2) and q.lr == pytest.approx(0.3 * 32 / 256)
     c = scale_recipe(f, "cpu")
     assert c.image_size == 128 and c.epochs == 40 and c.milestones == (24, 32)
     b = scale_recipe(RECIPES["b_transfer"], "quick")
-    assert b.lr == 1e-4 and b.batch_size == 16 and b.epochs == 3 and b.cosine_period == 1
+    assert b.lr == 1e-4 and b.batch_size == 16 and b.epochs == 2 and b.cosine_period == 1
     assert scale_recipe(f, "smoke").max_steps_per_epoch == 2
     with pytest.raises(ValueError, match="unknown profile"):
         scale_recipe(f, "huge")
