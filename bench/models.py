@@ -42,11 +42,15 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y:
     opt.step()
 
 
-def bench_one(name: str, n_attn: int, size: int, batch: int, steps: int, device: str) -> dict:
+def bench_one(name: str, n_attn: int, size: int, batch: int, steps: int, device: str,
+              channels_last: bool = False) -> dict:
     torch.manual_seed(0)
     model = build_model(name, num_classes=2, n_attn=n_attn).to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     x = torch.randn(batch, 3, size, size, device=device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 2, (batch,), device=device)
     with FlopCounterMode(display=False) as counter:
         train_step(model, opt, x, y)  # also the warm-up
