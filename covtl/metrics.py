@@ -53,6 +53,28 @@ def auc_score(y: np.ndarray, s: np.ndarray) -> float:
     return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def _confusion_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """Accuracy, precision, recall, F1 of 0/1 predictions (class 1 positive); NaN when undefined."""
+    tp = int(((pred == 1) & (y == 1)).sum())
+    fp = int(((pred == 1) & (y == 0)).sum())
+    fn = int(((pred == 0) & (y == 1)).sum())
+    return {
+        "accuracy": float((pred == y).mean()),
+        "precision": tp / (tp + fp) if tp + fp else float("nan"),
+        "recall": tp / (tp + fn) if tp + fn else float("nan"),
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan"),
+    }
+
+
+def _oriented(y, s, threshold: float, positive: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, predictions, scores) with ``positive`` as class 1."""
+    y, s = _check(y, s)
+    if positive not in (0, 1):
+        raise ValueError(f"positive must be 0 or 1, got {positive}")
+    pred = (s >= threshold).astype(int)
+    return (y, pred, s) if positive == 1 else (1 - y, 1 - pred, 1 - s)
+
+
 def binary_metrics(y, s, *, threshold: float = 0.5, positive: int = 1) -> dict[str, float]:
     """Accuracy, precision, recall, F1, AUC of scores ``s`` = P(label 1) against labels ``y``.
 
@@ -63,25 +85,8 @@ def binary_metrics(y, s, *, threshold: float = 0.5, positive: int = 1) -> dict[s
     Precision (F1) is NaN when nothing is predicted positive (no positives and no
     predictions), never a silent 0.
     """
-    y, s = _check(y, s)
-    if positive not in (0, 1):
-        raise ValueError(f"positive must be 0 or 1, got {positive}")
-    pred = (s >= threshold).astype(int)
-    if positive == 0:
-        y, pred, s = 1 - y, 1 - pred, 1 - s
-    tp = int(((pred == 1) & (y == 1)).sum())
-    fp = int(((pred == 1) & (y == 0)).sum())
-    fn = int(((pred == 0) & (y == 1)).sum())
-    precision = tp / (tp + fp) if tp + fp else float("nan")
-    recall = tp / (tp + fn) if tp + fn else float("nan")
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
-    return {
-        "accuracy": float((pred == y).mean()),
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "auc": auc_score(y, s),
-    }
+    y, pred, s = _oriented(y, s, threshold, positive)
+    return {**_confusion_metrics(y, pred), "auc": auc_score(y, s)}
 
 
 def _cluster_indices(groups: Sequence) -> list[np.ndarray]:
@@ -171,10 +176,19 @@ def paired_bootstrap(
     clusters = _cluster_indices(groups)
     rng = np.random.default_rng(seed)
 
+    threshold, positive = metric_kwargs.get("threshold", 0.5), metric_kwargs.get("positive", 1)
+    if metric_name not in METRICS:
+        raise ValueError(f"unknown metric {metric_name!r}; choose one of {', '.join(METRICS)}")
+    ya, pa, sa = _oriented(y, s_a, threshold, positive)
+    _, pb, sb = _oriented(y, s_b, threshold, positive)
+
+    def one(idx, pred, score):  # only the compared metric: AUC's ranking is the costly one
+        if metric_name == "auc":
+            return auc_score(ya[idx], score[idx])
+        return _confusion_metrics(ya[idx], pred[idx])[metric_name]
+
     def diff(idx):
-        a = binary_metrics(y[idx], s_a[idx], **metric_kwargs)[metric_name]
-        b = binary_metrics(y[idx], s_b[idx], **metric_kwargs)[metric_name]
-        return b - a
+        return one(idx, pb, sb) - one(idx, pa, sa)
 
     point = diff(np.arange(len(y)))
     d = np.array([diff(_resample(clusters, rng)) for _ in range(n_boot)])

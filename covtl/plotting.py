@@ -379,6 +379,10 @@ def provenance_note(root: str | Path | None = None):
 def _stand_in_note(res: book.Results) -> str:
     if res.profile == "paper":
         return ""
+    if res.profile == "cpu":
+        return (" The cpu profile runs at reduced scale (smaller stand-in networks, images and epochs than the "
+                "papers'; the column *network run* names the network that ran): compare directions and sizes "
+                "of effects with the papers', not single digits.")
     return (f" At the {res.profile} profile small stand-in networks replace the papers' (the column "
             "*network run* names the one that ran), and the numbers test the pipeline, not the papers.")
 
@@ -717,10 +721,12 @@ def audit_note(res: book.Results | None):
     return Markdown(text)
 
 
+def _plain(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
 def parameter_table(res: book.Results | None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(paper B's Table II beside our counts, paper A's six networks); 1000 classes as in the paper."""
-    from .study import BACKBONES
-
     paper = load_paper_numbers()
     p = paper[paper.table == "B2"].set_index("model")["value"]
     path = res.root / "b-table2" / "parameters.json" if res is not None else None
@@ -728,8 +734,10 @@ def parameter_table(res: book.Results | None) -> tuple[pd.DataFrame, pd.DataFram
         b = pd.DataFrame({"paper": p.astype("Int64")})
         return b, pd.DataFrame(columns=["model", "n_attn", "parameters"])
     rows = pd.DataFrame(json.loads(path.read_text())["rows"])
-    to_paper = {v: k for k, v in BACKBONES["paper"].items() if k in p.index}
-    b = rows[rows.paper == "B"].assign(model=lambda d: d.model.map(to_paper)).set_index("model")
+    # covtl's names are the paper's without case and separators ("EfficientNet-b0" = "efficientnet_b0")
+    to_paper = {_plain(name): name for name in p.index}
+    b = rows[rows.paper == "B"].assign(model=lambda d: d.model.map(lambda m: to_paper.get(_plain(m), m)))
+    b = b.set_index("model")
     table = pd.DataFrame({"paper": p, "ours": b.parameters.reindex(p.index)})
     table["ours - paper"] = table.ours - table.paper
     table["ratio"] = (table.ours / table.paper).round(4)
@@ -994,12 +1002,9 @@ def compute_estimate(profile: str = "paper",
                      "GPU-hours": flops / throughput / 3600})
     per_run = pd.DataFrame(rows).set_index("run")
 
-    def chain(run) -> list:
-        return run.chain()
-
     per_table = []
     for table in dict.fromkeys(c.table for c in plan.cells):
-        ids = {r.id for c in plan.cells if c.table == table for run in c.runs for r in chain(run)}
+        ids = {r.id for c in plan.cells if c.table == table for run in c.runs for r in run.chain()}
         ids &= set(per_run.index)
         per_table.append({"table": table, "runs": len(ids), "GPU-hours": per_run.loc[sorted(ids), "GPU-hours"].sum()})
     per_table = pd.DataFrame(per_table).set_index("table")

@@ -39,7 +39,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .io import write_json_atomic
 from .metrics import binary_metrics, bootstrap_ci
