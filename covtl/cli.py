@@ -65,7 +65,9 @@ def _cmd_book(args: argparse.Namespace) -> int:
     if not (results / "plan.json").is_file():
         raise SystemExit(f"no study results in {results}: run `covtl study --profile {args.profile}` first")
     env = {**os.environ, "COVTL_RESULTS": str(results.resolve())}
-    cmd = [sys.executable, "-m", "jupyter_book", "build", str(REPO), "-W", "-n", "--keep-going"]
+    # jupyter-book v1 has no `python -m jupyter_book`; run its CLI with this interpreter
+    cmd = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
+           "build", str(REPO), "-W", "-n", "--keep-going"]
     print(" ".join(cmd))
     done = subprocess.run(cmd, env=env, cwd=REPO)
     if done.returncode == 0:
