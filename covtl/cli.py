@@ -67,7 +67,7 @@ def _cmd_book(args: argparse.Namespace) -> int:
     env = {**os.environ, "COVTL_RESULTS": str(results.resolve())}
     # jupyter-book v1 has no `python -m jupyter_book`; run its CLI with this interpreter
     cmd = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
-           "build", str(REPO), "-W", "-n", "--keep-going"]
+           "build", str(REPO), "--all", "-W", "-n", "--keep-going"]  # --all: results change, sources don't
     print(" ".join(cmd))
     done = subprocess.run(cmd, env=env, cwd=REPO)
     if done.returncode == 0:
