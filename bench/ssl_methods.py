@@ -5,7 +5,7 @@ for A's method) of one training step of MoCo, SimCLR, rotation prediction and A'
 MoCo on ResNet-50 with 0 and 5 attention blocks at 64 and 128 px. Prints a table and the
 region branch's cost factor (A's method time / MoCo time). Asserts nothing.
 
-    python bench/ssl.py [--batch 16] [--steps 3]
+    python bench/ssl_methods.py [--batch 16] [--steps 3]
 """
 
 from __future__ import annotations
