@@ -19,7 +19,6 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,11 +159,6 @@ def _split_by_group(dataset: ds.ImageDataset, frac: float, seed: int) -> tuple[l
     val_groups = set(rng.permutation(unique)[: max(1, round(frac * len(unique)))])
     is_val = np.array([g in val_groups for g in groups])
     return np.flatnonzero(~is_val).tolist(), np.flatnonzero(is_val).tolist()
-
-
-def _n_classes(dataset: Dataset) -> int:
-    base = dataset.dataset if isinstance(dataset, Subset) else dataset
-    return len(base.classes)
 
 
 def _limit_classes(n: int, cfg: StageConfig) -> int:
@@ -392,19 +386,3 @@ def audit_stage(cfg: StageConfig) -> dict[str, Any]:
         tables[name] = json.loads(table.to_json(orient="records"))
     return _finish(cfg, {"tables": tables, "provenance": provenance(seed=cfg.seed, data=str(root))},
                    "audit", threshold=audit.threshold)
-
-
-def json_default(obj: Any) -> Any:  # pragma: no cover - used by notebooks printing results
-    if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(type(obj))
-
-
-STAGE_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
-    "stl": supervised_source_stage,
-    "sstl": ssl_stage,
-    "finetune": finetune_stage,
-    "transferability": transferability_stage,
-    "explain": explain_stage,
-    "audit": audit_stage,
-}
