@@ -1,0 +1,40 @@
+"""Stage functions on tiny synthetic data: the decoded-image cache changes speed, not results."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from covtl.data import synth
+from covtl.stages import StageConfig, finetune_stage, ssl_stage, supervised_source_stage
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    synth.generate(root, scale="tiny", parts=("covid-ct", "covidx-mini"), workers=1)
+    return root
+
+
+def _run(stage, tmp_path, name: str, cache: bool, root, *args):
+    cfg = StageConfig(profile="smoke", data_root=str(root), out_dir=str(tmp_path / name), decoded_cache=cache)
+    return stage(cfg, *args)
+
+
+@pytest.mark.parametrize("stage,args", [
+    (finetune_stage, ("a_finetune",)),
+    (finetune_stage, ("b_transfer",)),
+    (supervised_source_stage, ("covidx", "a_stl_m")),
+    (ssl_stage, ("moco_v2", "b_moco")),
+], ids=["finetune-a", "finetune-b", "stl_m", "moco_v2"])
+def test_decoded_cache_gives_the_same_run(stage, args, tiny_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("COVTL_CACHE", str(tmp_path / "cache"))
+    uncached = _run(stage, tmp_path, "files", False, tiny_root, *args)
+    assert not (tmp_path / "cache").exists()
+    cached = _run(stage, tmp_path, "cached", True, tiny_root, *args)
+    assert list((tmp_path / "cache").glob("decoded-*.npy")), "the cached run built no cache"
+    losses = [[h["train_loss"] for h in r["history"]] for r in (uncached, cached)]
+    assert losses[0] == losses[1]
+    if "test" in uncached:
+        assert json.dumps(uncached["test"], sort_keys=True) == json.dumps(cached["test"], sort_keys=True)
