@@ -115,7 +115,7 @@ def _run_value(rec: dict[str, Any], metric: str, which: str = "best_val") -> flo
     if metric in ("top1", "top5"):
         best = rec["best_val"]
         return float(best["val_acc"] if metric == "top1" else best.get("val_top5", np.nan))
-    if metric in ("leep", "logme", "nce", "h_score"):
+    if metric in ("leep", "logme", "nce", "h_score", "h_score_shrunk"):
         return float(rec["scores"].get(metric, np.nan))
     test = rec["test"].get(which) or rec["test"]["last"]
     return float(test["covid_positive"][metric]["value"])

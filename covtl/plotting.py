@@ -90,8 +90,9 @@ __all__ = [
     "wall_times",
 ]
 
-SCORES = ("leep", "nce", "logme", "h_score")
-SCORE_NAMES = {"leep": "LEEP", "nce": "NCE", "logme": "LogME", "h_score": "H-score"}
+SCORES = ("leep", "nce", "logme", "h_score", "h_score_shrunk")
+SCORE_NAMES = {"leep": "LEEP", "nce": "NCE", "logme": "LogME", "h_score": "H-score",
+               "h_score_shrunk": "H-score (shrinkage)"}
 METHOD_NAMES = {"gradcam": "Grad-CAM", "attention": "attention"}
 METRIC_NAMES = {"accuracy": "accuracy", "f1": "F1", "auc": "AUC", "top1": "top-1", "top5": "top-5", "leep": "LEEP"}
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])

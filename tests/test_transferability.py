@@ -180,6 +180,26 @@ def test_h_score_is_bounded_with_more_features_than_samples():
     assert 0.0 <= value <= 1.0 + 1e-6  # min(D, Y - 1) = 1
 
 
+def test_plain_h_score_saturates_when_features_outnumber_samples_and_shrinkage_does_not():
+    # pure-noise features carry no class information, yet with D >= N - 1 the plain estimate
+    # reaches its maximum Y - 1 (every labelling is separable); the shrinkage estimate stays low
+    rng = np.random.default_rng(5)
+    labels = np.arange(40) % 2
+    noise = rng.normal(size=(40, 64))
+    assert h_score(noise, labels) == pytest.approx(1.0, abs=1e-6)
+    assert 0.0 <= h_score(noise, labels, shrinkage=True) < 0.3
+    informative = noise + 6.0 * labels[:, None] * (np.arange(64) == 0)  # one feature separates the classes
+    assert h_score(informative, labels) == pytest.approx(1.0, abs=1e-6)  # no different from noise
+    assert h_score(informative, labels, shrinkage=True) > 0.6
+
+
+def test_shrinkage_h_score_matches_the_plain_one_with_plenty_of_samples():
+    rng = np.random.default_rng(6)
+    labels = np.arange(4000) % 2
+    f = rng.normal(size=(4000, 3)) + labels[:, None] * np.array([1.0, 0.5, 0.0])
+    assert h_score(f, labels, shrinkage=True) == pytest.approx(h_score(f, labels), rel=0.05)
+
+
 @pytest.mark.parametrize("score", [logme, h_score])
 def test_feature_scores_reject_bad_input(score):
     with pytest.raises(ValueError, match="N x D"):
@@ -221,7 +241,7 @@ def test_collect_and_score_a_model_and_restore_its_mode():
     np.testing.assert_allclose(out["probs"], expected, atol=1e-5)
 
     scores = transferability_scores(out)
-    assert set(scores) == {"leep", "logme", "nce", "h_score"}
+    assert set(scores) == {"leep", "logme", "nce", "h_score", "h_score_shrunk"}
     assert all(np.isfinite(v) for v in scores.values())
     assert scores["leep"] <= 0 and scores["nce"] <= 0
 
@@ -229,4 +249,4 @@ def test_collect_and_score_a_model_and_restore_its_mode():
 def test_scores_without_a_source_head_leave_leep_out():
     rng = np.random.default_rng(4)
     collected = {"probs": None, "features": rng.normal(size=(20, 4)), "labels": np.arange(20) % 2}
-    assert set(transferability_scores(collected)) == {"logme", "h_score"}
+    assert set(transferability_scores(collected)) == {"logme", "h_score", "h_score_shrunk"}
