@@ -56,7 +56,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
     from .study import run_study
 
     run_study(profile=args.profile, results=Path(args.results), data_root=args.data_root, only=args.only,
-              jobs=args.jobs)
+              jobs=args.jobs, warm_kernels=not args.fresh_kernels)
     return 0
 
 
@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only what these tables need, e.g. --only A2 B3")
     p.add_argument("--jobs", type=int, default=None,
                    help="notebooks run at once (default: 2 on a CPU machine, 1 with a GPU)")
+    p.add_argument("--fresh-kernels", action="store_true",
+                   help="start a new kernel for every notebook (default: each worker reuses one, cleared "
+                        "between notebooks; see covtl.kernels)")
     p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser("book", help="build the Jupyter Book from a profile's results")
