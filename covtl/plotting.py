@@ -220,10 +220,14 @@ def overlays(maps: Mapping[str, Any], heatmaps: Sequence[str] | None = None, *, 
 
 
 def _rank_correlation(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Spearman's rho and its p-value; NaN (no warning) when undefined (n < 3 or a constant)."""
+    """Spearman's rho and its p-value; NaN (no warning) when undefined (n < 3 or a constant,
+    up to a relative 1e-9)."""
     ok = np.isfinite(x) & np.isfinite(y)
     x, y = x[ok], y[ok]
-    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+    def constant(v: np.ndarray) -> bool:  # rounding noise (e.g. an H-score at its maximum) is a tie
+        return np.ptp(v) <= 1e-9 * max(1.0, float(np.abs(v).max()))
+
+    if x.size < 3 or constant(x) or constant(y):
         return float("nan"), float("nan")
     from scipy.stats import spearmanr
 
@@ -242,13 +246,19 @@ def score_vs_gain(df: pd.DataFrame, score: str | Sequence[str], gain: str = "gai
     scores = [score] if isinstance(score, str) else list(score)
     if missing := [c for c in [*scores, gain] if c not in df.columns]:
         raise ValueError(f"score_vs_gain: no column(s) {missing}; columns are {list(df.columns)}")
-    fig, axes = _figure(1, len(scores), 3.6 * len(scores), 3.4)
-    for ax, s in zip(axes[0], scores, strict=True):
+    ncols = min(3, len(scores))
+    nrows = -(-len(scores) // ncols)
+    fig, grid = _figure(nrows, ncols, 3.6 * ncols + 1.6, 3.2 * nrows)
+    axes = grid.ravel()
+    for ax in axes[len(scores):]:
+        ax.set_visible(False)
+    last = axes[len(scores) - 1]
+    for ax, s in zip(axes, scores, strict=False):
         d = df[np.isfinite(df[s].astype(float)) & np.isfinite(df[gain].astype(float))]
         kw = {"hue": "model"} if "model" in d.columns and not d.empty else {}
         if "setting" in d.columns and not d.empty:
             kw["style"] = "setting"
-        sns.scatterplot(data=d, x=s, y=gain, ax=ax, s=60, legend=ax is axes[0][-1], **kw)
+        sns.scatterplot(data=d, x=s, y=gain, ax=ax, s=60, legend=ax is last, **kw)
         rho, p = _rank_correlation(d[s].to_numpy(dtype=float), d[gain].to_numpy(dtype=float))
         ax.set_title(f"{SCORE_NAMES.get(s, s)}: Spearman rho = {rho:.2f} (p = {p:.2g}, n = {len(d)})",
                      fontsize=9)
@@ -256,9 +266,8 @@ def score_vs_gain(df: pd.DataFrame, score: str | Sequence[str], gain: str = "gai
         ax.set_ylabel("gain (percentage points)" if gain == "gain" else gain)
         ax.ticklabel_format(axis="both", useOffset=False)
         ax.axhline(0, color="grey", lw=0.8)
-    legend = axes[0][-1].get_legend()
-    if legend is not None:
-        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7, title_fontsize=8)
+    if last.get_legend() is not None:
+        sns.move_legend(last, "upper left", bbox_to_anchor=(1.02, 1), fontsize=7, title_fontsize=8)
     return fig
 
 

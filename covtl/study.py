@@ -54,8 +54,7 @@ SEEDS = {"smoke": 1, "quick": 1, "cpu": 3, "paper": 3}
 ATTN = {"Baseline": 0, "1 ATTN": 1, "5 ATTNs": 5}
 #: attention variants left out at a profile, and why (the quick profile's 20-minute budget on 2
 #: CPU cores: the 1-ATTN chain is 15 of its runs; the smoke profile still runs it end to end)
-SKIP_VARIANTS = {"quick": {"1 ATTN": "left out of the quick profile to fit its time budget; the smoke, "
-                                     "cpu and paper profiles run it"}}
+SKIP_VARIANTS = {"quick": {"1 ATTN": "not run at the quick profile (time budget)"}}
 B_ORDER = ("VGG-16", "ResNet-18", "ResNet-50", "DenseNet-121", "DenseNet-169", "EfficientNet-b0",
            "EfficientNet-b1", "CRNet")
 

@@ -74,6 +74,15 @@ def test_score_vs_gain_titles_carry_spearman():
     assert len(P.score_vs_gain(df, ["leep", "nce"]).axes) == 2
     few = P.score_vs_gain(df.head(2), "leep")  # too few points: rho undefined, no warning
     assert "nan" in few.axes[0].get_title()
+    five = P.score_vs_gain(df.assign(logme=df.leep, h_score=1.0, h_score_shrunk=df.nce),
+                           ["leep", "nce", "logme", "h_score", "h_score_shrunk"])
+    assert sum(ax.get_visible() for ax in five.axes) == 5  # wrapped into rows of three
+
+
+def test_a_score_constant_up_to_rounding_has_no_rank_correlation():
+    # the plain H-score sits at its maximum 1 up to float noise; ranking that noise means nothing
+    df = pd.DataFrame({"h_score": [1.0, 1.0 + 2e-15, 1.0 - 1e-15, 1.0 + 1e-15], "gain": [0.0, 1.0, 2.0, 3.0]})
+    assert np.isnan(P.rank_correlations(df).loc["H-score", "Spearman rho"])
 
 
 def test_training_curves_two_panels():
