@@ -252,12 +252,14 @@ def _stream_to_part(url: str, part: Path, timeout: float) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, timeout: float = 60.0) -> str:
+def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, timeout: float = 60.0,
+             sha256_prefix: str | None = None) -> str:
     """Download ``url`` to ``dest`` (resumable) and return its sha256.
 
     The bytes go to ``dest.part`` first; an existing ``.part`` is resumed with an HTTP Range
     request, and restarted when the server answers 200 instead of 206. Only a complete file
-    whose sha256 matches ``sha256`` (when given) is renamed to ``dest``. A resumed file that
+    whose sha256 matches ``sha256`` (or starts with ``sha256_prefix``, e.g. the hash in a
+    torchvision weights file name), when given, is renamed to ``dest``. A resumed file that
     does not match is downloaded once more from the start before giving up.
 
     Raises:
@@ -266,21 +268,24 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, ti
         FetchError: the server answered with an HTTP error.
         ChecksumMismatchError: the file does not match ``sha256``; nothing is kept.
     """
+    if sha256_prefix is not None and len(sha256_prefix) < 8:
+        raise ValueError(f"sha256_prefix {sha256_prefix!r} is too short to check anything (need 8+ hex digits)")
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     for attempt in range(2):
         resumed = part.is_file() and part.stat().st_size > 0
         got = _stream_to_part(url, part, timeout)
-        if sha256 is None or got == sha256:
+        if (sha256 is None or got == sha256) and (sha256_prefix is None or got.startswith(sha256_prefix)):
             os.replace(part, dest)
             return got
         part.unlink()
         if not resumed or attempt:
             break
         log.warning("resumed download of %s has the wrong sha256; downloading it again from the start", url)
+    expected = sha256 if sha256 is not None and got != sha256 else f"it to start with {sha256_prefix}"
     raise ChecksumMismatchError(
-        f"{url} downloaded with sha256 {got}, expected {sha256}; the file was deleted. The download "
+        f"{url} downloaded with sha256 {got}, expected {expected}; the file was deleted. The download "
         "was corrupted or the publisher changed the file: try again, and if it persists check the "
         "file by hand."
     )

@@ -8,11 +8,8 @@ where to put it. Every checkpoint is read with ``torch.load(..., weights_only=Tr
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import tempfile
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,29 +59,17 @@ def torchvision_weights(tv_name: str, weights: str) -> torchvision.models.Weight
 
 
 def download_file(url: str, dest: Path, sha256_prefix: str | None = None) -> Path:
-    """Download ``url`` to ``dest`` atomically (temp file, hash check, rename).
-
-    A failed or mismatching download leaves no file at ``dest``.
+    """Download ``url`` to ``dest`` with :func:`covtl.data.fetch.download` (resumable; the file
+    appears at ``dest`` only once complete and, when ``sha256_prefix`` is given, its sha256
+    starts with it). A mismatching download leaves no file and raises ``ValueError``.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
-    tmp = Path(tmp_name)
+    from ..data.fetch import ChecksumMismatchError, download
+
     try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            while chunk := response.read(1 << 20):
-                digest.update(chunk)
-                out.write(chunk)
-        got = digest.hexdigest()
-        if sha256_prefix and not got.startswith(sha256_prefix):
-            raise ValueError(
-                f"{url} downloaded with sha256 {got[:16]}..., expected it to start with "
-                f"{sha256_prefix}; the file was discarded (corrupt download or wrong URL)"
-            )
-        tmp.replace(dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
+        download(url, dest, sha256_prefix=sha256_prefix)
+    except ChecksumMismatchError as err:
+        raise ValueError(f"{err} (corrupt download or wrong URL)") from None
+    return Path(dest)
 
 
 def torchvision_weights_file(
@@ -111,7 +96,7 @@ def torchvision_weights_file(
     mirror = os.environ.get("COVTL_WEIGHTS_MIRROR")
     url = url or (f"{mirror.rstrip('/')}/{file_name}" if mirror else enum.url)
     match = _HASH_IN_NAME.search(file_name)
-    return download_file(url, path, match.group(1) if match else None)
+    return download_file(url, path, match.group(1) if match and len(match.group(1)) >= 8 else None)
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
