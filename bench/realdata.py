@@ -5,7 +5,8 @@ ResNet-50 with 5 attention blocks at 64 px on the real datasets in ../shared/dat
 - ``finetune``: A's fine-tune recipe from random init, 3 epochs on COVID19-CT.
 - ``ssl:<method>``: <method> (a_region_moco, moco_v1, moco_v2, simclr, rotation) pretrains 2
   epochs on the COVID19-CT train images (labels unused; MoCo queue 128, since the train split
-  has only 425 images), then the checkpoint fine-tunes 1 epoch through the engine.
+  has only 425 images; batch 32, constant lr: ``--lr``, default the method's paper lr scaled
+  linearly to batch 32), then the checkpoint fine-tunes 1 epoch through the engine.
 - ``stlm``: A's STL-M recipe, 2 epochs on covidx-mini, then LEEP/LogME/NCE/H-score of that
   checkpoint, and of a random-init network, on the COVID19-CT train images.
 - ``explain``: Grad-CAM and last-attention maps of the ``finetune`` checkpoint, scored against
@@ -61,9 +62,10 @@ def check_finetune(data: Path, out: Path) -> str:
     return f"finetune {time.time() - start:.0f}s test {json.dumps(_brief(res))}"
 
 
-def check_ssl(data: Path, out: Path, method: str) -> str:
-    recipe = get_recipe(SSL_RECIPE[method]).replace(epochs=2, batch_size=32, image_size=SIZE, lr=0.03,
-                                                    milestones=(), schedule="constant")
+def check_ssl(data: Path, out: Path, method: str, lr: float | None) -> str:
+    paper = get_recipe(SSL_RECIPE[method])
+    lr = lr or paper.lr * 32 / paper.batch_size  # default: the paper's lr scaled linearly to batch 32
+    recipe = paper.replace(epochs=2, batch_size=32, image_size=SIZE, lr=lr, milestones=(), schedule="constant")
     views = _SSLViews(recipe.augment, SIZE, regions=method == "a_region_moco")
     seed_everything(0)
     extra = {"queue_size": 128} if "moco" in method else {}
@@ -77,7 +79,7 @@ def check_ssl(data: Path, out: Path, method: str) -> str:
     start = time.time()
     res2 = fit(model, ft, TrainConfig(out_dir=out / f"ssl_{method}_ft", seed=0, arch=ARCH), *finetune_splits(data))
     losses = [round(h["train_loss"], 3) for h in res["history"]]
-    return (f"ssl {method}: {t_ssl:.0f}s ({2 * 425 / t_ssl:.1f} img/s) losses {losses}; "
+    return (f"ssl {method} (lr {lr:g}): {t_ssl:.0f}s ({2 * 425 / t_ssl:.1f} img/s) losses {losses}; "
             f"fine-tune {time.time() - start:.0f}s test {json.dumps(_brief(res2))}")
 
 
@@ -126,13 +128,15 @@ def main() -> None:
     ap.add_argument("checks", nargs="+", help="finetune | ssl:<method> | stlm | explain")
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     ap.add_argument("--out", type=Path, default=Path("/tmp/covtl-realdata"))
+    ap.add_argument("--lr", type=float, default=None,
+                    help="SSL learning rate (default: the paper's, scaled linearly to batch 32)")
     args = ap.parse_args()
     if not (args.data / "covid-ct").is_dir():
         ap.error(f"no real data at {args.data}: pass --data pointing at the folder holding covid-ct/")
     for check in args.checks:
         name, _, method = check.partition(":")
         if name == "ssl" and method in SSL_RECIPE:
-            print(check_ssl(args.data, args.out, method), flush=True)
+            print(check_ssl(args.data, args.out, method, args.lr), flush=True)
         elif name in ("finetune", "stlm", "explain") and not method:
             print({"finetune": check_finetune, "stlm": check_stlm, "explain": check_explain}[name](args.data, args.out),
                   flush=True)

@@ -492,7 +492,7 @@ def fit(
                 loss = net(batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
-                    f"training loss is not finite ({float(loss)}) at epoch {epoch + 1}, step {step + 1} "
+                    f"training loss is not finite ({float(loss.detach())}) at epoch {epoch + 1}, step {step + 1} "
                     f"of {out}; the last good checkpoint is kept. Lower the learning rate "
                     f"(recipe {recipe.name}: lr={recipe.lr}) or check the data."
                 )
