@@ -409,7 +409,7 @@ def run_study(
     from .kernels import WarmKernels
 
     kernels = WarmKernels(cwd=str(REPO)) if warm_kernels else None
-    with _closing(kernels), ThreadPoolExecutor(max_workers=jobs) as pool:
+    with ThreadPoolExecutor(max_workers=jobs) as pool, _closing(kernels):  # on Ctrl-C: kernels die first
         running: dict[Any, Run] = {}
         while pending or running:
             ready = [r for r in pending if r.upstream is None or r.upstream.id in done]

@@ -45,6 +45,27 @@ def test_study_runs_a_table_then_skips_it_when_nothing_changed(tmp_path, tiny_ro
     assert "0 runs executed, 1 unchanged" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_an_interrupted_run_is_finished_on_the_next_study_and_the_rest_is_kept(tmp_path, tiny_root, capsys):
+    args = ["study", "--profile", "smoke", "--results", str(tmp_path), "--data-root", str(tiny_root),
+            "--only", "A1"]
+    assert main(args) == 0
+    runs = sorted((tmp_path / "smoke" / "runs").iterdir())
+    assert len(runs) == 3
+    victim = runs[1]
+    before = json.loads((victim / "metrics.json").read_text())
+    record = json.loads((victim / "run.json").read_text())
+    # as if the study was killed after the run's last checkpoint, before its record was written
+    (victim / "run.json").write_text(json.dumps({**record, "status": "running"}))
+    (victim / "metrics.json").unlink()
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "1 runs executed, 2 unchanged" in capsys.readouterr().out
+    after = json.loads((victim / "metrics.json").read_text())
+    assert after["history"] == before["history"] and after["best_val"] == before["best_val"]
+    assert json.loads((victim / "run.json").read_text())["status"] == "done"
+
+
 def test_synth_refuses_to_overwrite(tiny_root):
     with pytest.raises(Exception, match="not empty|exists|overwrite"):
         main(["data", "synth", "--out", str(tiny_root), "--scale", "tiny"])
