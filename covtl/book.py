@@ -110,12 +110,15 @@ def results(root: str | Path | None = None) -> Results:
 
 # ---------------------------------------------------------------------------- values
 
+#: the transferability scores a transferability run records (covtl.transferability.transferability_scores)
+SCORES = ("leep", "nce", "logme", "h_score", "h_score_shrunk")
+
 
 def _run_value(rec: dict[str, Any], metric: str, which: str = "best_val") -> float:
     if metric in ("top1", "top5"):
         best = rec["best_val"]
         return float(best["val_acc"] if metric == "top1" else best.get("val_top5", np.nan))
-    if metric in ("leep", "logme", "nce", "h_score", "h_score_shrunk"):
+    if metric in SCORES:
         return float(rec["scores"].get(metric, np.nan))
     test = rec["test"].get(which) or rec["test"]["last"]
     return float(test["covid_positive"][metric]["value"])

@@ -23,6 +23,7 @@ without shutting the kernel down afterwards.
 from __future__ import annotations
 
 import threading
+from functools import cache
 from typing import Any
 
 __all__ = ["ENGINE", "WarmKernels"]
@@ -65,6 +66,12 @@ class WarmKernels:
         for km in kms:
             _kill(km)
 
+    def __enter__(self) -> WarmKernels:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 async def _execute_silently(km, code: str, timeout: float = 120) -> None:
     kc = km.client()
@@ -92,8 +99,9 @@ def _kill(km) -> None:
         pass
 
 
+@cache
 def register_engine() -> None:
-    """Register the ``covtl-warm`` papermill engine (idempotent)."""
+    """Register the ``covtl-warm`` papermill engine (once per process)."""
     from papermill.clientwrap import PapermillNotebookClient
     from papermill.engines import NBClientEngine, papermill_engines
     from papermill.log import logger

@@ -90,7 +90,7 @@ __all__ = [
     "wall_times",
 ]
 
-SCORES = ("leep", "nce", "logme", "h_score", "h_score_shrunk")
+SCORES = book.SCORES
 SCORE_NAMES = {"leep": "LEEP", "nce": "NCE", "logme": "LogME", "h_score": "H-score",
                "h_score_shrunk": "H-score (shrinkage)"}
 METHOD_NAMES = {"gradcam": "Grad-CAM", "attention": "attention"}

@@ -29,7 +29,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .data import datasets as ds
-from .data.transforms import build_transform, build_two_crops
+from .data.cache import DecodedCache
+from .data.transforms import build_transform, build_two_crops, cache_spec
 from .io import write_json_atomic
 from .models import ATTN_MODELS, MODEL_NAMES
 from .provenance import provenance
@@ -144,9 +145,6 @@ def _load(cfg: StageConfig, name: str, folder: Path, split: str, stage: str, siz
     """
     dataset = ds.load_dataset(name, folder, split, transform or build_transform(stage, size, train=train))
     if cfg.decoded_cache:
-        from .data.cache import DecodedCache
-        from .data.transforms import cache_spec
-
         cache_size, method = cache_spec(stage, size, train)
         dataset.use_cache(DecodedCache.build(dataset.paths, cache_size, resize=method, workers=1))
     return dataset

@@ -25,7 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -331,15 +331,6 @@ def _prepare(run: Run, key: str, out_root: Path, profile: str, data_root: str | 
     return params
 
 
-@contextmanager
-def _closing(kernels):
-    try:
-        yield
-    finally:
-        if kernels is not None:
-            kernels.close()
-
-
 def default_jobs() -> int:
     """Notebooks run side by side: 2 on a CPU-only machine with 2+ cores, else 1 (one GPU)."""
     import os
@@ -409,7 +400,8 @@ def run_study(
     from .kernels import WarmKernels
 
     kernels = WarmKernels(cwd=str(REPO)) if warm_kernels else None
-    with ThreadPoolExecutor(max_workers=jobs) as pool, _closing(kernels):  # on Ctrl-C: kernels die first
+    # exits in reverse order: on Ctrl-C the kernels die first, so the pool does not wait for them
+    with ThreadPoolExecutor(max_workers=jobs) as pool, kernels or nullcontext():
         running: dict[Any, Run] = {}
         while pending or running:
             ready = [r for r in pending if r.upstream is None or r.upstream.id in done]
