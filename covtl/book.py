@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,7 @@ class Results:
     """A profile's results folder: the plan, the study record and each run's files."""
 
     root: Path
+    _records: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
 
     @cached_property
     def plan(self) -> dict[str, Any]:
@@ -83,7 +84,10 @@ class Results:
         return self.plan["profile"]
 
     def record(self, run_id: str) -> dict[str, Any]:
-        return json.loads((self.root / "runs" / run_id / "metrics.json").read_text())
+        """The run's ``metrics.json``, read once (a page asks for it once per metric); read-only."""
+        if run_id not in self._records:
+            self._records[run_id] = json.loads((self.root / "runs" / run_id / "metrics.json").read_text())
+        return self._records[run_id]
 
     def predictions(self, run_id: str, which: str = "best_val") -> pd.DataFrame:
         df = pd.read_csv(self.root / "runs" / run_id / "predictions.csv")
