@@ -16,7 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-PROFILES = ("smoke", "quick", "cpu", "paper")
+from .profiles import PROFILE_NAMES
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -52,9 +53,40 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return fetch.fetch_main(args.names, Path(args.root))
 
 
+def _cmd_dry_run(args: argparse.Namespace) -> int:
+    from .study import dry_run
+
+    report = dry_run(args.profile, args.data_root, jobs=args.jobs or 2, only=args.only)
+    est = bool(report.seconds)
+    print(f"{'run':<58}{'init from':<44}" + ("est. s" if est else ""))
+    for run in report.runs:
+        start = run.upstream.id if run.upstream else (run.init or "random init")
+        print(f"{run.id:<58}{start:<44}" + (f"{report.seconds[run.id]:>6.0f}" if est else ""))
+        for problem in report.problems[run.id]:
+            print(f"    PROBLEM: {problem}")
+        for note in report.notes[run.id]:
+            print(f"    note: {note}")
+    print()
+    print(f"{'stage':<18}{'runs':>6}" + (f"{'est. CPU h':>12}" if est else ""))
+    for stage, (n, t) in report.by_stage().items():
+        print(f"{stage:<18}{n:>6}" + (f"{t / 3600:>12.2f}" if est else ""))
+    n_bad = sum(bool(p) for p in report.problems.values())
+    print(f"\n{len(report.runs)} runs at the {args.profile} profile; "
+          + (f"{n_bad} with problems" if n_bad else "every run can start"))
+    if est:
+        print(f"estimated wall time: {report.wall_s / 3600:.2f} h with {report.jobs} jobs "
+              f"({sum(report.seconds.values()) / 3600:.2f} h of single-thread work; per-image costs measured "
+              f"on {report.machine}, covtl/costs.json)")
+    else:
+        print("no time estimate: the paper profile is sized in GPU-hours (see the book's compute chapter)")
+    return 1 if n_bad else 0
+
+
 def _cmd_study(args: argparse.Namespace) -> int:
     from .study import run_study
 
+    if args.dry_run:
+        return _cmd_dry_run(args)
     run_study(profile=args.profile, results=Path(args.results), data_root=args.data_root, only=args.only,
               jobs=args.jobs, warm_kernels=not args.fresh_kernels)
     return 0
@@ -98,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_fetch)
 
     p = sub.add_parser("study", help="run the study at a profile, writing results/<profile>/")
-    p.add_argument("--profile", choices=PROFILES, default="quick", help="scale of the runs")
+    p.add_argument("--profile", choices=PROFILE_NAMES, default="quick", help="scale of the runs")
     p.add_argument("--results", default=str(REPO / "results"), help="output folder (default results/)")
     p.add_argument("--data-root", default=None,
                    help="real data root laid out like ../shared/data (default: the embedded synthetic data)")
@@ -106,13 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only what these tables need, e.g. --only A2 B3")
     p.add_argument("--jobs", type=int, default=None,
                    help="notebooks run at once (default: 2 on a CPU machine, 1 with a GPU)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check every run of the plan (notebook, parameters, where each init comes from) "
+                        "and estimate its time, without training")
     p.add_argument("--fresh-kernels", action="store_true",
                    help="start a new kernel for every notebook (default: each worker reuses one, cleared "
                         "between notebooks; see covtl.kernels)")
     p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser("book", help="build the Jupyter Book from a profile's results")
-    p.add_argument("--profile", choices=PROFILES, default="quick", help="whose results the book shows")
+    p.add_argument("--profile", choices=PROFILE_NAMES, default="quick", help="whose results the book shows")
     p.add_argument("--results", default=str(REPO / "results"), help="results folder (default results/)")
     p.set_defaults(func=_cmd_book)
     return parser

@@ -362,9 +362,9 @@ def complete_results(root: str | Path | None = None) -> book.Results | None:
 
 
 def _profile_guess(root: Path) -> str:
-    from .study import BACKBONES
+    from .profiles import PROFILES
 
-    return root.name if root.name in BACKBONES else "quick"
+    return root.name if root.name in PROFILES else "quick"
 
 
 def not_yet_run(root: str | Path | None = None, what: str = "this page") -> str:
@@ -1077,24 +1077,17 @@ def ssl_settings() -> pd.DataFrame:
 
 
 def profiles_table() -> pd.DataFrame:
-    """How each profile scales the recipes (covtl.recipes.PROFILES) and caps the data (covtl.stages)."""
-    from .recipes import PROFILES
-    from .study import SEEDS
+    """What each profile selects (covtl.profiles): recipes' scale, data caps, seeds, variants."""
+    from .profiles import PROFILES
 
-    with _quiet_tqdm_import():
-        from .stages import PROFILE_DATA
-
-    rows = {p: {k: "no cap" if v is None else str(v)
-                for k, v in {**PROFILES[p], **PROFILE_DATA.get(p, {}), "seeds": SEEDS.get(p)}.items()}
-            for p in PROFILES}
-    return pd.DataFrame(rows).T.fillna("unchanged")
+    return pd.DataFrame([p.as_row() for p in PROFILES.values()]).set_index("profile")
 
 
 def stand_ins() -> pd.DataFrame:
     """The network that runs for each paper network at each profile (blank: not run)."""
-    from .study import BACKBONES
+    from .profiles import PROFILES
 
-    return pd.DataFrame(BACKBONES).fillna("")
+    return pd.DataFrame({name: dict(p.backbones) for name, p in PROFILES.items()}).fillna("")
 
 
 def crnet_gap(num_classes: int = 1000) -> pd.DataFrame:

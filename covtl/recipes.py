@@ -1,27 +1,30 @@
 """Training recipes of both papers, each value written once and cited, and the profiles.
 
-A recipe is what a paper says about one supervised stage. A profile (``smoke``, ``quick``,
-``cpu``, ``paper``; STUDY.md "Profiles") scales epochs, image size and batch size; the
-``paper`` profile returns the recipe unchanged. Where a paper is silent or ambiguous the
-field's comment says what we chose (also listed in the book's Methods chapter).
+A recipe is what a paper says about one training stage. A profile (:mod:`covtl.profiles`)
+scales epochs, image size and batch size; the ``paper`` profile returns the recipe unchanged.
+Where a paper is silent or ambiguous the field's comment says what we chose (also listed in the book's Methods chapter).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["PROFILES", "RECIPES", "Recipe", "get_recipe", "scale_recipe"]
+from .profiles import Profile, get_profile
+
+__all__ = ["RECIPES", "Recipe", "get_recipe", "scale_recipe"]
 
 
 @dataclass(frozen=True)
 class Recipe:
     """One supervised training stage.
 
-    Schedules are per epoch: ``step`` divides the lr by 1/gamma every ``step_size`` epochs,
-    ``multistep`` at each of ``milestones``, ``cosine`` follows torch's CosineAnnealingLR with
-    ``T_max = cosine_period`` epochs (the lr returns up after each period, as in torch).
+    Schedules are in epochs (:meth:`lr_factor`): ``step`` multiplies the lr by ``gamma`` every
+    ``step_size`` epochs, ``multistep`` at each of ``milestones``, ``cosine`` follows the closed
+    form of torch's CosineAnnealingLR with ``T_max = cosine_period`` epochs (the lr returns up
+    after each period, as in torch). The engine evaluates it once per optimisation step.
     """
 
     name: str
@@ -40,7 +43,7 @@ class Recipe:
     dropout: float | None = None  # before the classifier; None = the architecture's default
     image_size: int = 224
     augment: str = "eval"  # a stage name of covtl.data.transforms
-    kaiming_init: bool = False  # re-initialise convs/linears with Kaiming (random-init runs)
+    kaiming_init: bool = False  # re-initialise convolutions with Kaiming (random-init runs)
     freeze_backbone: bool = False  # train the classifier only (B, Table VII "frozen")
     rotation_aux: bool = False  # joint 4-way rotation prediction (B, Method 4)
     max_steps_per_epoch: int | None = None  # smoke profile only
@@ -63,6 +66,28 @@ class Recipe:
 
     def replace(self, **changes) -> Recipe:
         return dataclasses.replace(self, **changes)
+
+    def lr_factor(self, epoch: float) -> float:
+        """The lr multiplier ``epoch`` epochs into the run (fractional epochs allowed).
+
+        Step decays count whole epochs completed. The cosine is ``(1 + cos(pi t / T)) / 2``
+        with ``t`` in (fractional) epochs: evaluated per epoch, as torch's scheduler does, it
+        is exactly 0 at ``t = T, 3T, ...`` and a whole epoch trains at lr 0; the engine
+        evaluates it at the middle of every step, where it is never 0.
+        """
+        done = math.floor(epoch)
+        if self.schedule == "step":
+            return self.gamma ** (done // self.step_size)
+        if self.schedule == "multistep":
+            return self.gamma ** sum(done >= m for m in self.milestones)
+        if self.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * epoch / self.cosine_period))
+        return 1.0
+
+    def lr_schedule(self, steps_per_epoch: int) -> list[float]:
+        """The lr of every optimisation step of the run, as the engine applies it."""
+        return [self.lr * self.lr_factor((s + 0.5) / steps_per_epoch)
+                for s in range(self.epochs * steps_per_epoch)]
 
 
 _A = "Liu & Ji 2021, sec. 6.2"
@@ -130,51 +155,37 @@ RECIPES: dict[str, Recipe] = {
     )
 }
 
-#: profile -> how it scales a recipe: a fraction of the paper's epochs (clipped to
-#: [``min_epochs``, ``max_epochs``]), the image size and a cap on the batch size; ``paper``
-#: changes nothing.
-PROFILES: dict[str, dict] = {
-    "smoke": {"epoch_fraction": 0.0, "min_epochs": 1, "max_epochs": 1, "image_size": 32, "max_batch": 8,
-              "max_steps_per_epoch": 2},
-    "quick": {"epoch_fraction": 0.06, "min_epochs": 2, "max_epochs": 2, "image_size": 64, "max_batch": 32},
-    "cpu": {"epoch_fraction": 0.2, "min_epochs": 6, "max_epochs": 40, "image_size": 128, "max_batch": 32},
-    "paper": {},
-}
-
-
 def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
     return RECIPES[name]
 
 
-def scale_recipe(recipe: Recipe, profile: str) -> Recipe:
-    """The recipe at a profile; schedule epochs (steps, milestones, cosine period) scale along.
+def scale_recipe(recipe: Recipe, profile: str | Profile) -> Recipe:
+    """The recipe at a profile (:mod:`covtl.profiles`); ``paper`` returns it unchanged.
 
-    When the batch is capped, an SGD learning rate scales linearly with it (Goyal et al.
-    2017); Adam's does not.
+    The profile sets the epochs of each recipe; schedule epochs (steps, milestones, cosine
+    period) scale along, so a schedule keeps its shape. When the batch is capped, an SGD
+    learning rate scales linearly with it (Goyal et al. 2017); Adam's does not.
     """
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    p = PROFILES[profile]
-    if not p:
+    p = get_profile(profile)
+    if not p.scales:
         return recipe
-    epochs = max(p["min_epochs"], min(p["max_epochs"], round(recipe.epochs * p["epoch_fraction"])))
-    epochs = min(recipe.epochs, epochs)
+    epochs = min(recipe.epochs, p.epochs_for(recipe.name, recipe.epochs))
     ratio = epochs / recipe.epochs
 
     def scaled(e: int) -> int:
         return max(1, round(e * ratio))
 
-    batch_size = min(recipe.batch_size, p["max_batch"])
+    batch_size = min(recipe.batch_size, p.max_batch or recipe.batch_size)
     lr = recipe.lr * batch_size / recipe.batch_size if recipe.optimizer == "sgd" else recipe.lr
     return recipe.replace(
         epochs=epochs,
         lr=lr,
-        image_size=p["image_size"],
+        image_size=p.image_size or recipe.image_size,
         batch_size=batch_size,
         step_size=scaled(recipe.step_size) if recipe.step_size else 0,
         milestones=tuple(scaled(m) for m in recipe.milestones),
         cosine_period=scaled(recipe.cosine_period) if recipe.cosine_period else 0,
-        max_steps_per_epoch=p.get("max_steps_per_epoch"),
+        max_steps_per_epoch=p.max_steps_per_epoch,
     )

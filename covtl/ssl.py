@@ -73,6 +73,8 @@ class MoCo(nn.Module):
         bn_splits: virtual devices for shuffled batch norm (see module docstring).
     """
 
+    full_batches = True  # the engine drops an incomplete last batch (in-batch negatives, BN)
+
     def __init__(
         self,
         model: nn.Module,
@@ -216,6 +218,8 @@ class RegionMoCo(MoCo):
 class SimCLR(nn.Module):
     """SimCLR: NT-Xent between two views' projections (2-layer MLP head)."""
 
+    full_batches = True  # the engine drops an incomplete last batch (in-batch negatives, BN)
+
     def __init__(
         self, model: nn.Module, dim: int = 128, hidden: int = 2048, temperature: float = 0.5
     ) -> None:
@@ -245,6 +249,8 @@ def _gather_grad(t: torch.Tensor) -> torch.Tensor:
 
 class RotationPrediction(nn.Module):
     """Predict which of 0/90/180/270 degrees each image was rotated by (4-way cross-entropy)."""
+
+    full_batches = True  # the engine drops an incomplete last batch (in-batch negatives, BN)
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()

@@ -33,13 +33,13 @@ from .data.cache import DecodedCache
 from .data.transforms import build_transform, build_two_crops, cache_spec
 from .io import write_json_atomic
 from .models import ATTN_MODELS, MODEL_NAMES
+from .profiles import PROFILES, Profile, get_profile
 from .provenance import provenance
-from .recipes import PROFILES, get_recipe, scale_recipe
+from .recipes import get_recipe, scale_recipe
 from .regions import crop_regions
 from .train import FinishedRunError, TrainConfig, fit, handoff, resolve_device, seed_everything
 
 __all__ = [
-    "PROFILE_DATA",
     "StageConfig",
     "audit_stage",
     "data_fingerprint",
@@ -50,16 +50,6 @@ __all__ = [
     "supervised_source_stage",
     "transferability_stage",
 ]
-
-#: per profile: caps on the images a stage sees (deterministic, class-stratified subsets) and
-#: on the natural-image classes; ``None`` = everything
-PROFILE_DATA: dict[str, dict[str, int | None]] = {
-    "smoke": {"max_train": 48, "max_eval": 32, "max_classes": 4},
-    "quick": {"max_train": 600, "max_eval": 300, "max_classes": 20},
-    "cpu": {"max_train": None, "max_eval": None, "max_classes": None},
-    "paper": {"max_train": None, "max_eval": None, "max_classes": None},
-}
-
 
 @dataclass
 class StageConfig:
@@ -93,8 +83,13 @@ class StageConfig:
     def arch(self) -> dict[str, Any]:
         return {"name": self.backbone, "n_attn": self.n_attn}
 
+    @property
+    def settings(self) -> Profile:
+        return get_profile(self.profile)
+
     def data_limits(self) -> dict[str, int | None]:
-        return PROFILE_DATA[self.profile]
+        p = self.settings
+        return {"max_train": p.max_train, "max_eval": p.max_eval, "max_classes": p.max_classes}
 
 
 # ---------------------------------------------------------------------------- data
@@ -212,7 +207,9 @@ def _fit(task, recipe, tcfg: TrainConfig, *datasets) -> dict[str, Any]:
 
 def _finish(cfg: StageConfig, result: dict[str, Any], stage: str, **extra) -> dict[str, Any]:
     """The stage's record, written to ``metrics.json`` (by rank 0 only under torchrun)."""
-    record = {"stage": stage, "config": dataclasses.asdict(cfg), **result, **extra}
+    # the stage's parameters (profile, init, data root, ...) under their own key: the engine's
+    # record has a "config" of its own (recipe, seed, arch)
+    record = {"stage": stage, "stage_config": dataclasses.asdict(cfg), **result, **extra}
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()) or \
             torch.distributed.get_rank() == 0:
         write_json_atomic(Path(cfg.out_dir) / "metrics.json", record)

@@ -14,7 +14,7 @@ failing notebook stops the study with an error naming the run and the cell, and 
 finished run stays as it is.
 
 Stand-ins: at the small profiles the papers' networks are replaced by smaller ones
-(:data:`BACKBONES`), and each cell says which network actually ran.
+(:attr:`covtl.profiles.Profile.backbones`), and each cell says which network actually ran.
 """
 
 from __future__ import annotations
@@ -31,30 +31,17 @@ from pathlib import Path
 from typing import Any
 
 from .io import write_json_atomic
-from .models import PAPER_B_MODELS, build_model, count_parameters
+from .models import PAPER_B_MODELS, build_model, count_parameters, has_imagenet_weights
+from .profiles import get_profile
 from .provenance import provenance
 
-__all__ = ["BACKBONES", "Cell", "Plan", "Run", "StudyRunError", "build_plan", "parameter_counts", "run_study"]
+__all__ = ["Cell", "DryRun", "Plan", "Run", "StudyRunError", "build_plan", "check_run", "dry_run", "parameter_counts",
+           "run_study"]
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 
-#: paper network -> the network that runs at each profile (absent = not run at that profile)
-BACKBONES: dict[str, dict[str, str]] = {
-    "paper": {"R-50": "resnet50", "R-101": "resnet101", "VGG-16": "vgg16", "ResNet-18": "resnet18",
-              "ResNet-50": "resnet50", "DenseNet-121": "densenet121", "DenseNet-169": "densenet169",
-              "EfficientNet-b0": "efficientnet_b0", "EfficientNet-b1": "efficientnet_b1", "CRNet": "crnet"},
-    "cpu": {"R-50": "resnet18", "R-101": "resnet34", "ResNet-18": "resnet18", "ResNet-50": "resnet50",
-            "DenseNet-121": "densenet121", "DenseNet-169": "densenet121", "EfficientNet-b0": "efficientnet_b0",
-            "CRNet": "crnet"},
-    "quick": {"R-50": "resnet18", "ResNet-18": "resnet18", "ResNet-50": "resnet18", "CRNet": "crnet"},
-    "smoke": {"R-50": "resnet18", "ResNet-18": "resnet18", "ResNet-50": "resnet18", "CRNet": "crnet"},
-}
-SEEDS = {"smoke": 1, "quick": 1, "cpu": 3, "paper": 3}
 ATTN = {"Baseline": 0, "1 ATTN": 1, "5 ATTNs": 5}
-#: attention variants left out at a profile, and why (the quick profile's 20-minute budget on 2
-#: CPU cores: the 1-ATTN chain is 15 of its runs; the smoke profile still runs it end to end)
-SKIP_VARIANTS = {"quick": {"1 ATTN": "not run at the quick profile (time budget)"}}
 B_ORDER = ("VGG-16", "ResNet-18", "ResNet-50", "DenseNet-121", "DenseNet-169", "EfficientNet-b0",
            "EfficientNet-b1", "CRNet")
 
@@ -133,11 +120,10 @@ def _run(notebook: str, upstream: Run | None = None, init: str = "", **params: A
 
 def build_plan(profile: str) -> Plan:
     """Every table of STUDY.md "What the book shows", as cells and runs, at ``profile``."""
-    if profile not in BACKBONES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(BACKBONES)}")
-    nets, seeds = BACKBONES[profile], range(SEEDS[profile])
+    prof = get_profile(profile)
+    nets, seeds = prof.backbones, range(prof.seeds)
     plan = Plan(profile)
-    natural_classes = {"smoke": 4, "quick": 20}.get(profile, 1000 if profile == "paper" else 100)
+    natural_classes = prof.natural_classes
 
     def add(table: str, model: str, setting: str, backbone: str, runs: list[Run], description: str = ""):
         plan.cells.append(Cell(table, model, setting, backbone, runs, description))
@@ -152,7 +138,7 @@ def build_plan(profile: str) -> Plan:
         for variant, n_attn in ATTN.items():
             model = f"{group} {variant}"
             why = (f"{group} is not run at the {profile} profile" if group not in nets
-                   else SKIP_VARIANTS.get(profile, {}).get(variant))
+                   else None if variant in prof.attn_variants else prof.skip_reason)
             if why:
                 for t in ("A1", "A2", "A3", "A4", "A5", "A6"):
                     skip(t, model, why)
@@ -192,8 +178,10 @@ def build_plan(profile: str) -> Plan:
     imagenet: dict[str, Run | None] = {}
 
     def source(bb: str) -> tuple[Run | None, str]:
-        """B's ImageNet-pretrained starting point: torchvision weights at the paper profile."""
-        if profile == "paper":
+        """B's ImageNet-pretrained starting point: torchvision's weights at the paper profile
+        where they exist; otherwise (CRNet, and every network at the smaller profiles) an STL-N
+        run on the natural images, as B itself trained CRNet on ImageNet."""
+        if profile == "paper" and has_imagenet_weights(bb):
             return None, "imagenet"
         return _run("stl_n", seed=0, recipe="a_stl_n", backbone=bb, n_attn=0), ""
 
@@ -211,9 +199,9 @@ def build_plan(profile: str) -> Plan:
         add("B3", name, "Rand.", bb, [bft(None, bb, s, "b_random_init") for s in seeds])
         add("B3", name, "Trans.", bb, [bft(up, bb, s, "b_transfer", init) for s in seeds])
     for name in ("ResNet-50", "DenseNet-169"):
-        if name not in nets:
+        if name not in nets or name not in prof.b_ablation:
             for t in ("B4", "B5", "B6", "B7", "B-Fig5"):
-                skip(t, name, f"{name} is not run at the {profile} profile")
+                skip(t, name, f"{name} is not run at the {profile} profile" if name not in nets else prof.skip_reason)
             continue
         bb = nets[name]
         up, init = source(bb)
@@ -248,11 +236,143 @@ def build_plan(profile: str) -> Plan:
     return plan
 
 
+# ---------------------------------------------------------------------------- dry run
+
+#: stages whose run writes a checkpoint (``last.pt``) that a downstream run can start from
+TRAINING_STAGES = {"stl_n", "stl_m", "sstl_m", "finetune"}
+
+
+@dataclass
+class DryRun:
+    """A plan checked without training: problems per run and the estimated cost."""
+
+    profile: str
+    runs: list[Run]
+    problems: dict[str, list[str]]  # run id -> what is wrong (empty: every run can start)
+    notes: dict[str, list[str]]  # run id -> what the user must provide (e.g. cached ImageNet weights)
+    seconds: dict[str, float]  # run id -> estimated seconds on the costs' machine ({} = no estimate)
+    wall_s: float | None  # the plan's estimated wall time at ``jobs``
+    jobs: int
+    machine: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not any(self.problems.values())
+
+    def by_stage(self) -> dict[str, tuple[int, float]]:
+        out: dict[str, tuple[int, float]] = {}
+        for r in self.runs:
+            n, t = out.get(r.notebook, (0, 0.0))
+            out[r.notebook] = (n + 1, t + self.seconds.get(r.id, 0.0))
+        return out
+
+
+def _notebook_parameters(name: str) -> dict[str, Any]:
+    """The parameters cell of ``notebooks/<name>.py``: name -> default value."""
+    import ast
+
+    nb = _notebook(name)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"notebooks/{name}.py must have exactly one cell tagged 'parameters'")
+    out = {}
+    for node in ast.parse(cells[0].source).body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            out[node.target.id] = ast.literal_eval(node.value)
+    return out
+
+
+def check_run(run: Run, profile: str, data_root: str | None, params_of=_notebook_parameters) -> tuple[list, list]:
+    """(problems, notes) of one run: notebook, parameters, recipe, network, where ``init`` comes from."""
+    from .models import ATTN_MODELS, MODEL_NAMES
+    from .recipes import get_recipe, scale_recipe
+    from .ssl import SSL_METHODS
+
+    problems: list[str] = []
+    notes: list[str] = []
+    if not (NOTEBOOKS / f"{run.notebook}.py").is_file():
+        return [f"notebook notebooks/{run.notebook}.py does not exist"], notes
+    declared = params_of(run.notebook)
+    p = dict(run.params)
+    for k, v in p.items():
+        if k not in declared:
+            problems.append(f"parameter {k!r} is not in the parameters cell of notebooks/{run.notebook}.py")
+        elif type(v) is not type(declared[k]):
+            problems.append(f"parameter {k}={v!r} is a {type(v).__name__}, the notebook declares "
+                            f"{type(declared[k]).__name__}")
+    bb, n_attn = p.get("backbone"), p.get("n_attn", 0)
+    if bb is not None and bb not in MODEL_NAMES:
+        problems.append(f"unknown backbone {bb!r}")
+    if n_attn and bb not in ATTN_MODELS:
+        problems.append(f"n_attn={n_attn} on {bb}, which takes no attention blocks")
+    if "recipe" in p:
+        try:
+            scale_recipe(get_recipe(p["recipe"]), profile)
+        except ValueError as err:
+            problems.append(str(err))
+    if "method" in p and p["method"] not in SSL_METHODS:
+        problems.append(f"unknown SSL method {p['method']!r}")
+    if run.upstream is not None:
+        up = dict(run.upstream.params)
+        if run.upstream.notebook not in TRAINING_STAGES:
+            problems.append(f"starts from {run.upstream.id}, a {run.upstream.notebook} run that writes no checkpoint")
+        if (up.get("backbone"), up.get("n_attn", 0)) != (bb, n_attn):
+            problems.append(f"starts from {run.upstream.id} ({up.get('backbone')}, n_attn={up.get('n_attn', 0)}), "
+                            f"another architecture than {bb}, n_attn={n_attn}")
+    elif run.init == "imagenet":
+        from .models import has_imagenet_weights
+
+        if not has_imagenet_weights(bb):
+            problems.append(f"init 'imagenet' but torchvision publishes no ImageNet weights for {bb}: "
+                            "start it from an STL-N run")
+        else:
+            from .models.weights import torchvision_weights_file
+
+            try:
+                torchvision_weights_file(bb, "IMAGENET1K_V1")
+            except FileNotFoundError:
+                notes.append(f"needs torchvision's ImageNet weights of {bb} in the local torch cache "
+                             "(covtl does not download them; `covtl models` and the README say how)")
+    elif run.init not in ("",):
+        problems.append(f"init {run.init!r} is neither an upstream run, '' nor 'imagenet'")
+    return problems, notes
+
+
+def dry_run(profile: str, data_root: str | None = None, jobs: int = 2, only: list[str] | None = None) -> DryRun:
+    """Check every run of the plan without training, and estimate its cost (covtl.costs)."""
+    from .costs import data_sizes, load_costs, run_seconds, schedule
+
+    plan = build_plan(profile)
+    if only:
+        plan.cells = [c for c in plan.cells if c.table in only]
+    runs = plan.runs
+    cache: dict[str, dict[str, Any]] = {}
+
+    def params_of(name: str) -> dict[str, Any]:
+        if name not in cache:
+            cache[name] = _notebook_parameters(name)
+        return cache[name]
+
+    problems, notes = {}, {}
+    for run in runs:
+        problems[run.id], notes[run.id] = check_run(run, profile, data_root, params_of)
+    seconds: dict[str, float] = {}
+    wall = None
+    machine = ""
+    if profile != "paper":  # the costs are CPU costs; the paper profile is sized in GPU-hours
+        costs = load_costs()
+        machine = costs.machine
+        sizes = data_sizes(data_root)
+        seconds = {r.id: run_seconds(r, profile, sizes, costs) for r in runs}
+        wall = schedule(runs, seconds, jobs)
+    return DryRun(profile, runs, problems, notes, seconds, wall, jobs, machine)
+
+
 # ---------------------------------------------------------------------------- running
 
 
 #: modules that only present results: changing them never invalidates a run
-PRESENTATION = {"book.py", "plotting.py", "report.py", "cli.py", "paper.py", "study.py", "kernels.py"}
+PRESENTATION = {"book.py", "plotting.py", "report.py", "cli.py", "paper.py", "study.py", "kernels.py", "costs.py"}
 
 
 def _source_hash() -> str:

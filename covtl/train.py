@@ -56,6 +56,7 @@ __all__ = [
     "resolve_device",
     "save_checkpoint",
     "seed_everything",
+    "steps_per_epoch",
 ]
 
 CHECKPOINT_VERSION = 1
@@ -179,9 +180,15 @@ def load_checkpoint(path: Path, arch: dict[str, Any] | None = None) -> dict[str,
 
 
 def kaiming_init(model: nn.Module) -> None:
-    """Kaiming-normal convs and linears, zero biases (B: "Kaiming Initialization")."""
+    """Kaiming-normal convolutions, zero biases (B: "Kaiming Initialization").
+
+    Linear layers keep the init :func:`covtl.models.build_model` gave them (a small classifier):
+    a fan-out Kaiming classifier over 512-2048 features gives initial logits with a standard
+    deviation of 10-40 and a cross-entropy of 10-30 instead of ln 2, which a short Adam run at
+    1e-4 never recovers from.
+    """
     for m in model.modules():
-        if isinstance(m, nn.Conv2d | nn.Linear):
+        if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
@@ -211,15 +218,41 @@ def build_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
-def build_scheduler(opt: torch.optim.Optimizer, recipe: Recipe):
-    """Per-epoch learning-rate schedule of the recipe."""
-    if recipe.schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(opt, recipe.step_size, recipe.gamma)
-    if recipe.schedule == "multistep":
-        return torch.optim.lr_scheduler.MultiStepLR(opt, list(recipe.milestones), recipe.gamma)
-    if recipe.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.cosine_period)
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
+def build_scheduler(opt: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int):
+    """The recipe's learning-rate schedule, stepped once per optimisation step.
+
+    The factor of step ``s`` is :meth:`Recipe.lr_factor` at the middle of that step,
+    ``(s + 0.5) / steps_per_epoch`` epochs: step decays still happen at epoch boundaries, and a
+    cosine never lands exactly on its zero (see :meth:`Recipe.lr_factor`).
+    """
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: recipe.lr_factor((step + 0.5) / steps_per_epoch)
+    )
+
+
+def steps_per_epoch(n_images: int, recipe: Recipe, full_batches: bool, world: int = 1) -> int:
+    """Optimisation steps in one epoch of ``n_images`` (what :func:`_loader` yields, capped by
+    the recipe's ``max_steps_per_epoch``)."""
+    batch = max(1, recipe.batch_size // world)
+    per_rank = math.ceil(n_images / world)
+    steps = per_rank // batch if _drop_last(per_rank, batch, full_batches) else math.ceil(per_rank / batch)
+    steps = max(steps, 1)
+    return min(steps, recipe.max_steps_per_epoch) if recipe.max_steps_per_epoch else steps
+
+
+def _drop_last(n_images: int, batch: int, full_batches: bool) -> bool:
+    """Drop an incomplete last batch only where it matters.
+
+    Self-supervised tasks (``full_batches``) compare the images of a batch with each other and
+    keep batch-norm statistics honest with full batches. Supervised epochs see every labelled
+    image; only a last batch of a single image is dropped (batch norm cannot normalise one
+    sample), and since each epoch shuffles, that image is seen in the other epochs.
+    """
+    if n_images <= batch:
+        return False
+    return full_batches or n_images % batch == 1
 
 
 def rotate_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -243,6 +276,8 @@ class Classification(nn.Module):
     Every task module of covtl has this shape: ``forward(batch) -> loss`` and the network
     to evaluate and hand on in ``self.model``.
     """
+
+    full_batches = False  # every labelled image is seen each epoch (see _drop_last)
 
     def __init__(self, model: nn.Module, rotation_aux: bool = False) -> None:
         super().__init__()
@@ -375,17 +410,18 @@ def _autocast(device: torch.device) -> Iterator[None]:
 
 
 def _loader(ds: Dataset, recipe: Recipe, cfg: TrainConfig, epoch: int, train: bool,
-            world: int, rank: int) -> DataLoader:
+            world: int, rank: int, full_batches: bool = False) -> DataLoader:
     gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
     sampler = None
     if train and world > 1:
         sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
         sampler.set_epoch(epoch)
     batch = max(1, recipe.batch_size // world) if train else recipe.batch_size
+    per_rank = math.ceil(len(ds) / world)
     return DataLoader(
         ds, batch_size=batch, shuffle=train and sampler is None, sampler=sampler,
         num_workers=cfg.num_workers, generator=gen, worker_init_fn=_seed_worker,
-        drop_last=train and len(ds) > batch, pin_memory=torch.cuda.is_available(),
+        drop_last=train and _drop_last(per_rank, batch, full_batches), pin_memory=torch.cuda.is_available(),
         persistent_workers=False,
     )
 
@@ -450,7 +486,8 @@ def fit(
     if device.type == "cuda":
         task.to(memory_format=torch.channels_last)
     opt = build_optimizer(_trainable(task, recipe), recipe)
-    sched = build_scheduler(opt, recipe)
+    full_batches = bool(getattr(task, "full_batches", False))
+    sched = build_scheduler(opt, recipe, steps_per_epoch(len(train_set), recipe, full_batches, world))
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     run_config = {"recipe": dataclasses.asdict(recipe), "seed": cfg.seed, "arch": cfg.arch,
                   "task": type(task).__name__, "world_size": world}
@@ -480,9 +517,10 @@ def fit(
     for epoch in range(start_epoch, recipe.epochs):
         # every epoch's randomness (augmentation, dropout, rotations) from (seed, epoch) alone
         seed_everything(_epoch_seed(cfg.seed, epoch))
-        loader = _loader(train_set, recipe, cfg, epoch, True, world, rank)
+        loader = _loader(train_set, recipe, cfg, epoch, True, world, rank, full_batches)
         _set_train_mode(task, recipe)
         total, n_seen = 0.0, 0
+        lrs: list[float] = []
         bar = tqdm(loader, disable=not show, leave=False, desc=f"epoch {epoch + 1}/{recipe.epochs}")
         for step, batch in enumerate(bar):
             if recipe.max_steps_per_epoch and step >= recipe.max_steps_per_epoch:
@@ -498,15 +536,16 @@ def fit(
                 )
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            lrs.append(opt.param_groups[0]["lr"])
             scaler.step(opt)
             scaler.update()
+            sched.step()
             n = len(batch["path"]) if "path" in batch else 1
             total += float(loss.detach()) * n
             n_seen += n
             bar.set_postfix(loss=f"{total / n_seen:.4f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
-        lr = opt.param_groups[0]["lr"]
-        sched.step()
-        record = {"epoch": epoch, "train_loss": total / max(n_seen, 1), "lr": lr}
+        record = {"epoch": epoch, "train_loss": total / max(n_seen, 1), "lr": lrs[0] if lrs else 0.0,
+                  "lr_min": min(lrs, default=0.0), "steps": len(lrs), "images": n_seen}
         if rank == 0 and val_set is not None:
             val_loader = _loader(val_set, recipe, cfg, epoch, False, 1, 0)
             val = _val_metrics(predict(model, val_loader, device))

@@ -23,7 +23,7 @@
 # or let `covtl study` run it with the right upstream checkpoints.
 
 # %% tags=["parameters"]
-profile: str = "quick"  # smoke | quick | cpu | paper (covtl.recipes.PROFILES)
+profile: str = "quick"  # smoke | quick | cpu | paper (covtl.profiles)
 data_root: str = ""  # folder laid out like ../shared/data; empty: the embedded synthetic data
 seed: int = 0  # seed of every random generator of the run
 backbone: str = "resnet18"  # network, one of covtl.models.MODEL_NAMES

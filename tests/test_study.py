@@ -9,7 +9,8 @@ import jupytext
 import pytest
 
 from covtl.paper import load_paper_numbers
-from covtl.study import BACKBONES, NOTEBOOKS, build_plan
+from covtl.profiles import PROFILES
+from covtl.study import NOTEBOOKS, build_plan
 
 COMMON = {"profile", "data_root", "seed", "backbone", "n_attn", "init", "out_dir", "device"}
 
@@ -33,7 +34,7 @@ def test_notebooks_are_thin_and_document_typed_parameters(path):
             assert not [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.ClassDef)]
 
 
-@pytest.mark.parametrize("profile", list(BACKBONES))
+@pytest.mark.parametrize("profile", list(PROFILES))
 def test_plan_covers_every_paper_table(profile):
     plan = build_plan(profile)
     paper = load_paper_numbers()
@@ -59,8 +60,54 @@ def test_paper_profile_uses_the_papers_networks_and_imagenet_weights():
     backbones = {c.backbone for c in plan.cells if c.table in ("A2", "B3")}
     assert {"resnet50", "resnet101", "vgg16", "densenet169", "crnet"} <= backbones
     b3 = [c for c in plan.cells if c.table == "B3" and c.setting == "Trans."]
-    assert all(r.init == "imagenet" and r.upstream is None for c in b3 for r in c.runs)
+    assert all(r.init == "imagenet" and r.upstream is None for c in b3 if c.backbone != "crnet" for r in c.runs)
     assert len(b3[0].runs) == 3  # seeds
+
+
+def test_crnet_transfer_starts_from_an_stl_n_run_at_every_profile():
+    """Defect: at the paper profile B's CRNet "Trans." asked for torchvision ImageNet weights,
+    which do not exist for CRNet; B trained it on ImageNet itself, so it needs an STL-N run."""
+    for profile in PROFILES:
+        crnet = [c for c in build_plan(profile).cells if c.table == "B3" and c.model == "CRNet"
+                 and c.setting == "Trans."]
+        assert crnet and all(r.upstream is not None and r.upstream.notebook == "stl_n"
+                             for c in crnet for r in c.runs), profile
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_dry_run_validates_every_run_of_every_profile(profile):
+    from covtl.study import dry_run
+
+    report = dry_run(profile)
+    assert report.ok, {k: v for k, v in report.problems.items() if v}
+    assert len(report.runs) == len(build_plan(profile).runs)
+    if profile == "paper":
+        assert report.wall_s is None  # sized in GPU-hours, not from CPU costs
+    else:
+        assert report.wall_s > 0 and set(report.seconds) == {r.id for r in report.runs}
+
+
+def test_dry_run_names_what_is_wrong():
+    from covtl.study import Run, check_run
+
+    stl_n = Run("stl_n", (("backbone", "resnet18"), ("n_attn", 0), ("recipe", "a_stl_n"), ("seed", 0)))
+    bad = [
+        (Run("finetune", (("backbone", "crnet"), ("n_attn", 0), ("recipe", "b_transfer"), ("seed", 0)),
+             init="imagenet"), "no ImageNet weights for crnet"),
+        (Run("finetune", (("backbone", "resnet18"), ("n_attn", 5), ("recipe", "b_transfer"), ("seed", 0)),
+             stl_n), "another architecture"),
+        (Run("finetune", (("backbone", "resnet18"), ("epochs", 3), ("seed", 0))), "'epochs' is not in"),
+        (Run("finetune", (("backbone", "resnet18"), ("recipe", "nope"), ("seed", 0))), "unknown recipe"),
+        (Run("finetune", (("backbone", "resnet18"), ("seed", "0"))), "is a str"),
+        (Run("nope", ()), "does not exist"),
+        (Run("finetune", (("backbone", "resnet18"), ("seed", 0)),
+             Run("explain", (("backbone", "resnet18"), ("seed", 0)))), "writes no checkpoint"),
+    ]
+    for run, message in bad:
+        problems, _ = check_run(run, "cpu", None)
+        assert any(message in p for p in problems), (run, problems)
+    assert check_run(Run("finetune", (("backbone", "resnet18"), ("n_attn", 0), ("recipe", "b_transfer"),
+                                      ("seed", 0)), stl_n), "cpu", None)[0] == []
 
 
 def test_shared_upstream_runs_are_one_run():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ import torch
 from toy import ToyImages
 
 from covtl.models import build_model
+from covtl.profiles import PROFILES, get_profile
 from covtl.recipes import RECIPES, get_recipe, scale_recipe
 from covtl.train import (
     FinishedRunError,
@@ -22,6 +24,7 @@ from covtl.train import (
     load_checkpoint,
     save_checkpoint,
     seed_everything,
+    steps_per_epoch,
 )
 
 TESTS = Path(__file__).resolve().parent
@@ -67,16 +70,81 @@ def test_recipes_hold_the_papers_values():
 def test_profiles_scale_and_paper_changes_nothing():
     f = RECIPES["a_finetune"]
     assert scale_recipe(f, "paper") is f
+    quick = get_profile("quick")
     q = scale_recipe(f, "quick")
-    assert q.image_size == 64 and q.batch_size == 32 and q.epochs == 2
-    assert q.milestones == (1, 2) and q.lr == pytest.approx(0.3 * 32 / 256)
-    c = scale_recipe(f, "cpu")
-    assert c.image_size == 128 and c.epochs == 40 and c.milestones == (24, 32)
+    e = quick.epochs["a_finetune"]
+    assert q.image_size == quick.image_size and q.batch_size == 32 and q.epochs == e
+    assert q.milestones == (round(120 * e / 200), round(160 * e / 200)) and q.lr == pytest.approx(0.3 * 32 / 256)
     b = scale_recipe(RECIPES["b_transfer"], "quick")
-    assert b.lr == 1e-4 and b.batch_size == 16 and b.epochs == 2 and b.cosine_period == 1
+    assert b.lr == 1e-4 and b.batch_size == 16 and b.cosine_period == max(1, round(10 * b.epochs / 50))
     assert scale_recipe(f, "smoke").max_steps_per_epoch == 2
     with pytest.raises(ValueError, match="unknown profile"):
         scale_recipe(f, "huge")
+
+
+def test_every_profile_gives_every_recipe_its_epochs():
+    for profile in PROFILES.values():
+        for recipe in RECIPES.values():
+            scaled = scale_recipe(recipe, profile)
+            assert 1 <= scaled.epochs <= recipe.epochs, (profile.name, recipe.name)
+    with pytest.raises(ValueError, match="no epoch count for recipe 'x'"):
+        get_profile("quick").epochs_for("x")
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_no_optimisation_step_runs_at_lr_zero(profile):
+    """Defect: a scaled cosine period of 1-2 epochs stepped per epoch hit exactly lr 0 for
+    whole epochs (quick: one of two; cpu: epochs 2 and 6 of 10)."""
+    for recipe in RECIPES.values():
+        r = scale_recipe(recipe, profile)
+        for spe in {1, 2, 3, 7, steps_per_epoch(425, r, full_batches=False)}:
+            lrs = r.lr_schedule(spe)
+            assert len(lrs) == r.epochs * spe and min(lrs) > 0, (profile, r.name, spe)
+
+
+def test_engine_applies_the_schedule_per_step(tmp_path):
+    recipe = tiny_recipe(epochs=4, cosine_period=1)  # per epoch this was lr 0 at epochs 2 and 4
+    result = run(tmp_path, recipe=recipe)
+    spe = steps_per_epoch(24, recipe, full_batches=False)
+    expected = recipe.lr_schedule(spe)
+    assert [h["steps"] for h in result["history"]] == [spe] * 4
+    assert [h["lr"] for h in result["history"]] == pytest.approx(expected[::spe])
+    assert min(h["lr_min"] for h in result["history"]) == pytest.approx(min(expected)) and min(expected) > 0
+
+
+def test_supervised_epochs_see_every_labelled_image(tmp_path):
+    """Defect: drop_last threw away labelled images (425 images at batch 256: 169 unseen)."""
+    result = run(tmp_path, recipe=tiny_recipe(epochs=1, batch_size=10), train=ToyImages(25, augment=True))
+    assert result["history"][0]["images"] == 25 and result["history"][0]["steps"] == 3
+    assert steps_per_epoch(425, RECIPES["b_transfer"].replace(batch_size=256), full_batches=False) == 2
+    # a lone last image is dropped (batch norm cannot normalise one sample) ...
+    assert steps_per_epoch(21, tiny_recipe(batch_size=10), full_batches=False) == 2
+    # ... and the self-supervised tasks keep full batches
+    assert steps_per_epoch(425, RECIPES["b_moco"].replace(batch_size=256), full_batches=True) == 1
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_random_init_networks_start_unsaturated(profile):
+    """Defect: Kaiming (fan-out) on the classifier gave initial cross-entropies of 11-31."""
+    from covtl.train import Classification, kaiming_init
+
+    prof = get_profile(profile)
+    size = scale_recipe(RECIPES["b_random_init"], profile).image_size
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(16, 3, size, size, generator=g), torch.arange(16) % 2
+    for name in sorted(set(prof.backbones.values())):
+        if name in ("resnet101", "vgg16", "densenet169", "efficientnet_b1") and size > 64:
+            x_, size_ = x[:, :, :64, :64], 64  # the same init; a smaller image keeps the test fast
+        else:
+            x_, size_ = x, size
+        for n_attn, kaiming in itertools.product((0, 5) if name.startswith("resnet") else (0,), (True, False)):
+            seed_everything(0)  # B's random init (Kaiming) and A's "w/o TL" (the builder's own init)
+            net = build_model(name, num_classes=2, n_attn=n_attn)
+            if kaiming:
+                kaiming_init(net)
+            with torch.no_grad():
+                loss = float(Classification(net).train()({"image": x_, "label": y}))
+            assert loss < 1.0, (profile, name, n_attn, kaiming, size_, loss)
 
 
 def test_training_writes_a_complete_record_and_learns(tmp_path):

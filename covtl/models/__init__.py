@@ -40,6 +40,7 @@ __all__ = [
     "attention_matrix",
     "build_model",
     "count_parameters",
+    "has_imagenet_weights",
 ]
 
 # name -> (builder(num_classes, n_attn, dropout), torchvision model name or None)
@@ -117,6 +118,11 @@ def build_model(
         )
     builder, tv_name = _REGISTRY[name]
     model = builder(num_classes, n_attn, dropout)
+    # every classifier starts small (N(0, 0.01), zero bias), so a random-init network starts
+    # near the chance-level cross-entropy: torchvision's EfficientNet head (uniform within
+    # 1/sqrt(classes)) starts a 2-class task at ~4.6, nn.Linear's default at ~1.0
+    nn.init.normal_(model.head.weight, std=0.01)
+    nn.init.zeros_(model.head.bias)
     if weights is None:
         return model
     if _looks_like_path(weights) or tv_name is None:
@@ -133,6 +139,13 @@ def build_model(
 
 
 _WEIGHT_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".tar"}
+
+
+def has_imagenet_weights(name: str) -> bool:
+    """Whether torchvision publishes ImageNet weights for ``name`` (CRNet has none: B trained it)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    return _REGISTRY[name][1] is not None
 
 
 def _looks_like_path(weights: str | os.PathLike) -> bool:
