@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COSTS_FILE", "CostModel", "data_sizes", "load_costs", "run_seconds", "schedule"]
+__all__ = ["COSTS_FILE", "REAL_SIZES", "CostModel", "data_sizes", "load_costs", "run_seconds", "schedule"]
 
 COSTS_FILE = Path(__file__).with_name("costs.json")
 
@@ -36,18 +36,27 @@ class CostModel:
     run_overhead_s: float  # per run: kernel reset, imports, cache look-up, bootstrap, records
     audit_s: float  # the split audit (perceptual hashes of every image)
     machine: str
+    parallel_slowdown: float = 1.0  # a run beside another one on the other core takes this much longer
 
     def per_image(self, kind: str, backbone: str, n_attn: int, size: int) -> float:
         table = self.train if kind == "train" else self.eval
         key = f"{backbone}-a{n_attn}-{size}"
         if key in table:
             return table[key]
-        # an unmeasured size: scale the nearest measured size of the same network by pixels
-        same = [(int(k.rsplit("-", 1)[1]), v) for k, v in table.items() if k.startswith(f"{backbone}-a{n_attn}-")]
+        # an unmeasured size: interpolate linearly in pixels between the measured sizes around it,
+        # or scale the nearest one by pixels outside their range
+        same = sorted((int(k.rsplit("-", 1)[1]), v) for k, v in table.items()
+                      if k.startswith(f"{backbone}-a{n_attn}-"))
         if not same:
             raise KeyError(f"no measured cost for {backbone} with {n_attn} attention blocks; "
                            "rerun bench/costs.py --write to measure it")
-        px, v = min(same, key=lambda t: abs(t[0] - size))
+        below = [(px, v) for px, v in same if px < size]
+        above = [(px, v) for px, v in same if px > size]
+        if below and above:
+            (p0, v0), (p1, v1) = below[-1], above[0]
+            w = (size**2 - p0**2) / (p1**2 - p0**2)
+            return v0 + w * (v1 - v0)
+        px, v = (below or above)[-1 if below else 0]
         return v * (size / px) ** 2
 
 
@@ -55,11 +64,21 @@ def load_costs(path: Path = COSTS_FILE) -> CostModel:
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path} is missing: run `python bench/costs.py --write` to measure this machine")
     d = json.loads(Path(path).read_text())
-    return CostModel(d["train"], d["eval"], d["ssl_factor"], d["run_overhead_s"], d["audit_s"], d["machine"])
+    return CostModel(d["train"], d["eval"], d["ssl_factor"], d["run_overhead_s"], d["audit_s"], d["machine"],
+                     d.get("parallel_slowdown", 1.0))
 
 
-def data_sizes(data_root: str | None) -> dict[str, int]:
-    """Images per dataset split: counted in a real data root, else the synthetic defaults."""
+#: images per split of the real data sets as ``../shared/data`` holds them (the cpu profile's data)
+REAL_SIZES = {"covid-ct/train": 425, "covid-ct/val": 118, "covid-ct/test": 203, "covidx/train": 491,
+              "covidx/test": 113, "natural/train": 20_000, "natural/val": 5_000, "lung-ct-unlabeled/train": 1_600,
+              "medseg/all": 50}
+
+
+def data_sizes(data_root: str | None, real: bool = False) -> dict[str, int]:
+    """Images per dataset split: counted in a data root; without one, the real sets' counts
+    (``real``) or the embedded synthetic data's."""
+    if not data_root and real:
+        return dict(REAL_SIZES)
     if data_root:
         from .data import datasets as ds
 
@@ -131,7 +150,7 @@ def run_seconds(run: Any, profile: str, sizes: dict[str, int], costs: CostModel)
     return recipe.epochs * (n_train * tr + n_val * ev) + 2 * n_test * ev + costs.run_overhead_s
 
 
-def schedule(runs: list[Any], seconds: dict[str, float], jobs: int) -> float:
+def schedule(runs: list[Any], seconds: dict[str, float], jobs: int, slowdown: float = 1.0) -> float:
     """Wall time of running ``runs`` (upstream first) ``jobs`` at a time, in plan order, each
     after its upstream run, as :func:`covtl.study.run_study` does."""
     pending = list(runs)
@@ -145,7 +164,7 @@ def schedule(runs: list[Any], seconds: dict[str, float], jobs: int) -> float:
             for run in pending:
                 if run.upstream is None or run.upstream.id in finished_at:
                     pending.remove(run)
-                    heapq.heappush(running, (now + seconds[run.id], run.id))
+                    heapq.heappush(running, (now + seconds[run.id] * (slowdown if jobs > 1 else 1.0), run.id))
                     started = True
                     break
         if not running:

@@ -1083,6 +1083,18 @@ def profiles_table() -> pd.DataFrame:
     return pd.DataFrame([p.as_row() for p in PROFILES.values()]).set_index("profile")
 
 
+def plan_estimate(profile: str = "cpu") -> pd.DataFrame:
+    """``covtl study --dry-run``'s estimate of a profile's plan, per stage, from covtl/costs.json."""
+    from .study import dry_run
+
+    report = dry_run(profile)
+    rows = [{"stage": f"{stage} (single-thread CPU time)", "runs": n, "hours": round(t / 3600, 2)}
+            for stage, (n, t) in report.by_stage().items()]
+    rows.append({"stage": f"whole plan (wall time, {report.jobs} jobs)", "runs": len(report.runs),
+                 "hours": round(report.wall_s / 3600, 2)})
+    return pd.DataFrame(rows).set_index("stage")
+
+
 def stand_ins() -> pd.DataFrame:
     """The network that runs for each paper network at each profile (blank: not run)."""
     from .profiles import PROFILES

@@ -39,7 +39,8 @@ class Recipe:
     step_size: int = 0  # epochs, for "step"
     milestones: tuple[int, ...] = ()  # epochs, for "multistep"
     gamma: float = 0.1  # lr factor at each step/milestone
-    cosine_period: int = 0  # epochs, for "cosine"
+    cosine_period: float = 0  # epochs, for "cosine" (a scaled period may be fractional)
+    warmup_epochs: float = 0.0  # linear warm-up from 0 over these epochs (the profiles' scaled SGD lr)
     dropout: float | None = None  # before the classifier; None = the architecture's default
     image_size: int = 224
     augment: str = "eval"  # a stage name of covtl.data.transforms
@@ -61,8 +62,8 @@ class Recipe:
             )
         if self.schedule == "step" and self.step_size < 1:
             raise ValueError(f"recipe {self.name}: schedule 'step' needs step_size >= 1")
-        if self.schedule == "cosine" and self.cosine_period < 1:
-            raise ValueError(f"recipe {self.name}: schedule 'cosine' needs cosine_period >= 1")
+        if self.schedule == "cosine" and self.cosine_period <= 0:
+            raise ValueError(f"recipe {self.name}: schedule 'cosine' needs cosine_period > 0")
 
     def replace(self, **changes) -> Recipe:
         return dataclasses.replace(self, **changes)
@@ -76,13 +77,14 @@ class Recipe:
         evaluates it at the middle of every step, where it is never 0.
         """
         done = math.floor(epoch)
+        warm = min(1.0, epoch / self.warmup_epochs) if self.warmup_epochs > 0 else 1.0
         if self.schedule == "step":
-            return self.gamma ** (done // self.step_size)
+            return warm * self.gamma ** (done // self.step_size)
         if self.schedule == "multistep":
-            return self.gamma ** sum(done >= m for m in self.milestones)
+            return warm * self.gamma ** sum(done >= m for m in self.milestones)
         if self.schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * epoch / self.cosine_period))
-        return 1.0
+            return warm * 0.5 * (1.0 + math.cos(math.pi * epoch / self.cosine_period))
+        return warm
 
     def lr_schedule(self, steps_per_epoch: int) -> list[float]:
         """The lr of every optimisation step of the run, as the engine applies it."""
@@ -166,7 +168,8 @@ def scale_recipe(recipe: Recipe, profile: str | Profile) -> Recipe:
 
     The profile sets the epochs of each recipe; schedule epochs (steps, milestones, cosine
     period) scale along, so a schedule keeps its shape. When the batch is capped, an SGD
-    learning rate scales linearly with it (Goyal et al. 2017); Adam's does not.
+    learning rate scales linearly with it, with the gradual warm-up that goes with that rule
+    (Goyal et al. 2017: 5 epochs, here at most half the run); Adam's lr does not scale.
     """
     p = get_profile(profile)
     if not p.scales:
@@ -178,14 +181,17 @@ def scale_recipe(recipe: Recipe, profile: str | Profile) -> Recipe:
         return max(1, round(e * ratio))
 
     batch_size = min(recipe.batch_size, p.max_batch or recipe.batch_size)
-    lr = recipe.lr * batch_size / recipe.batch_size if recipe.optimizer == "sgd" else recipe.lr
+    sgd = recipe.optimizer == "sgd"
+    lr = recipe.lr * batch_size / recipe.batch_size if sgd else recipe.lr
     return recipe.replace(
+        warmup_epochs=min(p.warmup_epochs, epochs / 2) if sgd else 0.0,
         epochs=epochs,
         lr=lr,
         image_size=p.image_size or recipe.image_size,
         batch_size=batch_size,
         step_size=scaled(recipe.step_size) if recipe.step_size else 0,
         milestones=tuple(scaled(m) for m in recipe.milestones),
-        cosine_period=scaled(recipe.cosine_period) if recipe.cosine_period else 0,
+        # the cosine keeps its number of half periods (B: 5 in 50 epochs, so the run ends annealed)
+        cosine_period=recipe.cosine_period * ratio,
         max_steps_per_epoch=p.max_steps_per_epoch,
     )

@@ -126,10 +126,15 @@ def build_plan(profile: str) -> Plan:
     natural_classes = prof.natural_classes
 
     def add(table: str, model: str, setting: str, backbone: str, runs: list[Run], description: str = ""):
+        if prof.tables is not None and table not in prof.tables:
+            skip(table, model, prof.skip_reason)
+            return
         plan.cells.append(Cell(table, model, setting, backbone, runs, description))
 
     def skip(table: str, model: str, why: str):
-        plan.not_run.append({"table": table, "model": model, "why": why})
+        row = {"table": table, "model": model, "why": why}
+        if row not in plan.not_run:
+            plan.not_run.append(row)
 
     plan.cells.append(Cell("B1", "COVID19-CT", "split statistics", "", [_run("split_audit", seed=0)]))
 
@@ -362,9 +367,9 @@ def dry_run(profile: str, data_root: str | None = None, jobs: int = 2, only: lis
     if profile != "paper":  # the costs are CPU costs; the paper profile is sized in GPU-hours
         costs = load_costs()
         machine = costs.machine
-        sizes = data_sizes(data_root)
+        sizes = data_sizes(data_root, real=get_profile(profile).data == "real")
         seconds = {r.id: run_seconds(r, profile, sizes, costs) for r in runs}
-        wall = schedule(runs, seconds, jobs)
+        wall = schedule(runs, seconds, jobs, costs.parallel_slowdown)
     return DryRun(profile, runs, problems, notes, seconds, wall, jobs, machine)
 
 

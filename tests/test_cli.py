@@ -84,3 +84,16 @@ def test_a_failing_notebook_names_the_run_and_cell_and_keeps_finished_runs(tmp_p
     with pytest.raises(StudyRunError, match=r"run split_audit-s0-\w+ \(notebooks/split_audit.py\) failed in cell \d+"):
         run_study("smoke", results=tmp_path / "res", data_root=str(broken), only=["B1"], jobs=1, echo=lambda *_: None)
     assert (tmp_path / "res" / "smoke" / "runs" / "keep-me").is_dir()
+
+
+def test_dry_run_prints_every_run_and_an_estimate_without_training(tmp_path, tiny_root, capsys):
+    args = ["study", "--profile", "cpu", "--dry-run", "--data-root", str(tiny_root), "--results", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    from covtl.study import build_plan
+
+    assert all(r.id in out for r in build_plan("cpu").runs)
+    assert "every run can start" in out and "estimated wall time" in out
+    assert not any(tmp_path.iterdir())  # nothing ran, nothing was written
+    assert main(["study", "--profile", "paper", "--dry-run"]) == 0
+    assert "GPU-hours" in capsys.readouterr().out

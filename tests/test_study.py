@@ -134,3 +134,29 @@ def test_plan_json_round_trips():
     assert set(plan["runs"]) == {r for c in plan["cells"] for r in c["runs"]} | {
         r["upstream"] for r in plan["runs"].values() if r["upstream"]
     }
+
+
+def test_cpu_plan_keeps_every_comparison_with_three_seeds_within_its_budget():
+    """The cpu profile: every table keeps at least one row of each comparison it makes, every
+    fine-tune cell has >= 3 seeds, and the dry run's estimate fits 6 hours on 2 cores."""
+    from covtl.study import dry_run
+
+    plan = build_plan("cpu")
+    paper = load_paper_numbers()
+    for table, rows in paper[paper.table.str.match(r"^[AB]\d$") & ~paper.table.isin(["B1", "B2"])].groupby("table"):
+        wanted = {s for s in rows.setting if "LMN" not in s and "LNM" not in s}  # B4: data covtl lacks
+        ran = {c.setting for c in plan.cells if c.table == table}
+        assert wanted <= ran, (table, wanted - ran)
+    for cell in plan.cells:
+        if cell.runs and cell.runs[0].notebook == "finetune":
+            assert len({dict(r.params)["seed"] for r in cell.runs}) >= 3, cell
+    assert {"Baseline", "5 ATTNs"} <= {c.model.split(" ", 1)[1] for c in plan.cells if c.table == "A4"}
+    assert dry_run("cpu").wall_s <= 6 * 3600
+
+
+def test_quick_runs_the_headline_rows_and_says_why_the_others_are_not_run():
+    plan = build_plan("quick")
+    tables = {c.table for c in plan.cells}
+    assert {"A2", "A4", "B3", "B5"} <= tables and "A3" not in tables
+    assert any(n["table"] == "A3" and "quick" in n["why"] for n in plan.not_run)
+    assert len({(n["table"], n["model"]) for n in plan.not_run}) == len(plan.not_run)  # one line each

@@ -76,7 +76,9 @@ def test_profiles_scale_and_paper_changes_nothing():
     assert q.image_size == quick.image_size and q.batch_size == 32 and q.epochs == e
     assert q.milestones == (round(120 * e / 200), round(160 * e / 200)) and q.lr == pytest.approx(0.3 * 32 / 256)
     b = scale_recipe(RECIPES["b_transfer"], "quick")
-    assert b.lr == 1e-4 and b.batch_size == 16 and b.cosine_period == max(1, round(10 * b.epochs / 50))
+    assert b.lr == 1e-4 and b.batch_size == 16 and b.cosine_period == pytest.approx(10 * b.epochs / 50)
+    lrs = b.lr_schedule(20)  # five half periods, as B's 10 of 50 epochs: the run ends annealed
+    assert lrs[-1] < 0.01 * b.lr
     assert scale_recipe(f, "smoke").max_steps_per_epoch == 2
     with pytest.raises(ValueError, match="unknown profile"):
         scale_recipe(f, "huge")
@@ -100,6 +102,15 @@ def test_no_optimisation_step_runs_at_lr_zero(profile):
         for spe in {1, 2, 3, 7, steps_per_epoch(425, r, full_batches=False)}:
             lrs = r.lr_schedule(spe)
             assert len(lrs) == r.epochs * spe and min(lrs) > 0, (profile, r.name, spe)
+
+
+def test_scaled_sgd_warms_up_and_adam_does_not():
+    a = scale_recipe(RECIPES["a_finetune"], "cpu")
+    assert a.warmup_epochs == 5 and scale_recipe(RECIPES["a_finetune"], "smoke").warmup_epochs == 0.5
+    lrs = a.lr_schedule(10)
+    assert lrs[0] < lrs[5] < lrs[int(10 * a.warmup_epochs)] == pytest.approx(a.lr)
+    assert scale_recipe(RECIPES["b_transfer"], "cpu").warmup_epochs == 0
+    assert RECIPES["a_finetune"].warmup_epochs == 0  # the paper profile: as the paper gives it
 
 
 def test_engine_applies_the_schedule_per_step(tmp_path):
