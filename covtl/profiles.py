@@ -114,8 +114,8 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
         "any laptop", "fresh-clone `make study` < 15 min on 2 cores",
         # depth over breadth: the fine-tunes train until the synthetic task is learnt (AUC >= 0.75 on
         # its validation curves), which on 2 cores leaves room for the headline rows only (`tables`)
-        epochs={"a_stl_n": 3, "a_stl_m": 3, "a_finetune": 8, "b_random_init": 8, "b_transfer": 8,
-                "b_transfer_frozen": 8, "b_rotation_joint": 8, "a_sstl_m": 2, "a_moco": 2, "a_simclr": 2,
+        epochs={"a_stl_n": 3, "a_stl_m": 3, "a_finetune": 8, "b_random_init": 10, "b_transfer": 10,
+                "b_transfer_frozen": 10, "b_rotation_joint": 10, "a_sstl_m": 2, "a_moco": 2, "a_simclr": 2,
                 "b_moco": 3, "b_rotation_ssl": 3},
         image_size=48, max_batch=32, warmup_epochs=5, max_train=600, max_eval=300, max_classes=20, seeds=1,
         backbones={"R-50": "resnet18", "ResNet-18": "resnet18", "ResNet-50": "resnet18"},

@@ -166,7 +166,8 @@ def test_region_moco_loss_is_equation_6(region_term):
         ]
     else:  # every image's region loss counted once
         terms = [0.8 * l_cons[b] + 0.8 * l_ra[b] for b in range(3)]
-    torch.testing.assert_close(loss, sum(terms) / 3)
+    # float32 sums of terms near 20 in another order: agree to a few parts in 1e5
+    torch.testing.assert_close(loss, sum(terms) / 3, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("method", list(SSL_METHODS))
@@ -199,7 +200,7 @@ def test_a_few_epochs_lower_each_methods_loss(tmp_path, method):
 
 def test_literal_equation_6_diverges_where_the_mean_trains(tmp_path):
     """Documents why region_term="mean" is the default (see RegionMoCo)."""
-    recipe = get_recipe("b_moco").replace(epochs=2, batch_size=8, image_size=32, cosine_period=2, lr=0.05)
+    recipe = get_recipe("b_moco").replace(epochs=4, batch_size=8, image_size=32, cosine_period=4, lr=0.05)
     with pytest.raises(FloatingPointError, match="not finite"):
         seed_everything(0)
         task = build_ssl("a_region_moco", build_model("crnet", num_classes=2), queue_size=16, dim=16,

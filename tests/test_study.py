@@ -67,7 +67,7 @@ def test_paper_profile_uses_the_papers_networks_and_imagenet_weights():
 def test_crnet_transfer_starts_from_an_stl_n_run_at_every_profile():
     """Defect: at the paper profile B's CRNet "Trans." asked for torchvision ImageNet weights,
     which do not exist for CRNet; B trained it on ImageNet itself, so it needs an STL-N run."""
-    for profile in PROFILES:
+    for profile in ("smoke", "cpu", "paper"):  # quick runs no CRNet
         crnet = [c for c in build_plan(profile).cells if c.table == "B3" and c.model == "CRNet"
                  and c.setting == "Trans."]
         assert crnet and all(r.upstream is not None and r.upstream.notebook == "stl_n"
@@ -111,7 +111,7 @@ def test_dry_run_names_what_is_wrong():
 
 
 def test_shared_upstream_runs_are_one_run():
-    plan = build_plan("quick")
+    plan = build_plan("cpu")
     a2 = next(c for c in plan.cells if c.table == "A2" and c.model == "R-50 5 ATTNs")
     a3 = next(c for c in plan.cells if c.table == "A3" and c.model == "R-50 5 ATTNs" and c.setting == "w Ours")
     assert [r.id for r in a2.runs] == [r.id for r in a3.runs]
