@@ -60,14 +60,14 @@ as fractions of the box that encloses both lungs, unrotated slice; :data:`LOBE_B
 
 Disease models (CT)
 -------------------
-- ``covid`` (COVID-19): 3 + Poisson(1..6) ground-glass opacities (GGO: +500 to +800 HU, soft
-  irregular margins, vessels still visible through them; semi-axes 0.25-0.45 body units along the
+- ``covid`` (COVID-19): 4 + Poisson(1..6) ground-glass opacities (GGO: +550 to +850 HU, soft
+  irregular margins, vessels still visible through them; semi-axes 0.3-0.5 body units along the
   pleura and 0.4-0.7 of that across it,
   elongated along the pleura) centred at most 0.1 of the radius inside the chest wall
   (subpleural), 75 % of them posterior-lateral at levels 0.45-0.9 (lower lobes), the rest
   anywhere; bilateral in 85 % of patients. Patterns: pure GGO, crazy paving (GGO with
-  reticular lines) or GGO with consolidated cores. A fifth of the patients are faint (+350 to
-  +500 HU). Every COVID slice of covid-ct and medseg shows a lesion of at least 1 % of the
+  reticular lines) or GGO with consolidated cores. A fifth of the patients are faint (+400 to
+  +550 HU). Every COVID slice of covid-ct and medseg shows a lesion of at least 1 % of the
   image (so at least ~20 pixels at 48 px). Measured on rendered
   slices: ~80 % of lesion pixels lie in the lower lobes (lungs: ~55 %) and ~80 % in the outer
   third of the lung by distance to the pleura (lungs: ~58 %); tests/test_synth.py checks this.
@@ -78,7 +78,7 @@ Disease models (CT)
   negative that mimics lower-posterior COVID); ``perihilar`` 0.13 (bilateral *central* GGO,
   e.g. edema: COVID-like texture, non-peripheral distribution).
 - The lesion mask marks the drawn abnormality (opacity > 0.3, inside the lungs); for medseg it
-  is the COVID infection. Generator 1.3 made the COVID opacities larger and denser than 1.1
+  is the COVID infection. Generator 1.4 made the COVID opacities larger and denser than 1.1
   (whose lesions were a few pixels wide at 64 px and which no network of the quick profile
   learnt): a random-init ResNet-18 trained 8 epochs at 48 px with B's recipe reaches a test AUC
   of about 0.77 (the learnability check behind these parameters).
@@ -177,7 +177,7 @@ __all__ = [
 ]
 
 #: bump when the drawn content of any file changes
-GENERATOR_VERSION = "1.3"
+GENERATOR_VERSION = "1.4"
 #: dataset folders written by :func:`generate`, in order
 PARTS = ("covid-ct", "covidx-mini", "lung-ct-unlabeled", "medseg-covid", "natural")
 #: the five lobe regions of paper A's region task; lobe-map values 0..4 in this order, -1 = not lung
@@ -401,7 +401,7 @@ def _wall_point(p: CTPatient, phi: float, depth: float) -> tuple[float, float]:
 def _sample_lesions(rng: np.random.Generator, p: CTPatient, finding: str) -> list[Lesion]:
     les: list[Lesion] = []
     if finding == "covid":
-        n = 3 + int(rng.poisson(rng.uniform(1.0, 6.0)))
+        n = 4 + int(rng.poisson(rng.uniform(1.0, 6.0)))
         bilateral = rng.random() < 0.85
         pattern = rng.choice(["ggo", "crazy", "mixed"], p=[0.55, 0.25, 0.20])
         faint = rng.random() < 0.2
@@ -423,8 +423,8 @@ def _sample_lesions(rng: np.random.Generator, p: CTPatient, finding: str) -> lis
                 kind = "crazy"
             elif pattern == "mixed" and rng.random() < 0.5:
                 kind = "consolidation"
-            strength = rng.uniform(350, 500) if faint else rng.uniform(500, 800)
-            a = rng.uniform(0.25, 0.45)
+            strength = rng.uniform(400, 550) if faint else rng.uniform(550, 850)
+            a = rng.uniform(0.3, 0.5)
             les.append(Lesion(kind, side, x, y, float(z), float(rng.uniform(0.15, 0.3)), a,
                               a * rng.uniform(0.4, 0.7), phi + np.pi / 2, float(strength),
                               amount=float(rng.uniform(-80, 20))))
