@@ -55,7 +55,7 @@ def test_a_warm_kernel_forgets_the_previous_notebook_and_restarts_its_counter(tm
 
 def _numbers(metrics: dict) -> str:
     """What a run measured, without the fields that legitimately differ between two runs."""
-    drop = {"provenance", "wall_time_s", "seconds", "created", "config", "elapsed_s", "time_s"}
+    drop = {"provenance", "wall_time_s", "seconds", "created", "config", "stage_config", "elapsed_s", "time_s"}
 
     def clean(x):
         if isinstance(x, dict):

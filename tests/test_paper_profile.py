@@ -21,7 +21,7 @@ from covtl.recipes import get_recipe, scale_recipe
 from covtl.ssl import SSL_METHODS, build_ssl
 from covtl.stages import _SSLViews
 from covtl.study import build_plan
-from covtl.train import Classification, build_optimizer, build_scheduler
+from covtl.train import Classification, build_optimizer, build_scheduler, steps_per_epoch
 
 NUM_CLASSES = {"stl_n": 1000, "stl_m": 3, "finetune": 2, "sstl_m": 2}
 
@@ -77,7 +77,9 @@ def test_one_full_size_step(case):
                  "label": torch.tensor([0, 1]) % NUM_CLASSES[notebook]}
         assert batch["image"].shape == (2, 3, 224, 224)
     opt = build_optimizer([p for p in task.parameters() if p.requires_grad], recipe)
-    sched = build_scheduler(opt, recipe)
+    # COVID19-CT's 425 training images per epoch at the paper's batch (SSL: full batches only)
+    sched = build_scheduler(opt, recipe, steps_per_epoch(425, recipe, full_batches=notebook == "sstl_m"))
+    assert opt.param_groups[0]["lr"] > 0
     task.train()
     before = next(p for p in model.parameters() if p.requires_grad).detach().clone()
     loss = task(batch)
