@@ -86,10 +86,13 @@ class Recipe:
             return warm * 0.5 * (1.0 + math.cos(math.pi * epoch / self.cosine_period))
         return warm
 
+    def step_factor(self, step: int, steps_per_epoch: int) -> float:
+        """The lr multiplier of optimisation step ``step``: :meth:`lr_factor` at its middle."""
+        return self.lr_factor((step + 0.5) / steps_per_epoch)
+
     def lr_schedule(self, steps_per_epoch: int) -> list[float]:
         """The lr of every optimisation step of the run, as the engine applies it."""
-        return [self.lr * self.lr_factor((s + 0.5) / steps_per_epoch)
-                for s in range(self.epochs * steps_per_epoch)]
+        return [self.lr * self.step_factor(s, steps_per_epoch) for s in range(self.epochs * steps_per_epoch)]
 
 
 _A = "Liu & Ji 2021, sec. 6.2"

@@ -221,14 +221,13 @@ def build_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
 def build_scheduler(opt: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int):
     """The recipe's learning-rate schedule, stepped once per optimisation step.
 
-    The factor of step ``s`` is :meth:`Recipe.lr_factor` at the middle of that step,
-    ``(s + 0.5) / steps_per_epoch`` epochs: step decays still happen at epoch boundaries, and a
-    cosine never lands exactly on its zero (see :meth:`Recipe.lr_factor`).
+    The factor of a step is :meth:`Recipe.step_factor`, the schedule at the middle of the step:
+    step decays still happen at epoch boundaries, and a cosine never lands exactly on its zero.
     """
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
     return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: recipe.lr_factor((step + 0.5) / steps_per_epoch)
+        opt, lambda step: recipe.step_factor(step, steps_per_epoch)
     )
 
 
