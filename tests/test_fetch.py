@@ -89,8 +89,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         cut = server.truncate.pop(entry["path"], None)  # drop the connection once, mid-body
         body = body[:cut] if cut is not None else body
-        self.wfile.write(body)
+        # Record before writing: the client may finish reading (and the test assert) before this
+        # thread runs again after the write.
         entry["sent"] = len(body)
+        self.wfile.write(body)
         if cut is not None:
             self.close_connection = True
 
