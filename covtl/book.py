@@ -5,9 +5,9 @@ each run's ``metrics.json`` and ``predictions.csv``) or from the papers' numbers
 once in ``book/data/paper_numbers.csv``; nothing is typed into a page.
 
 - :func:`comparison` -- one paper table: the paper's value and ours (mean over seeds with a 95%
-  interval) for every row, in the paper's scale (percent or fraction).
-- :func:`paired_tests` -- the comparisons a table's claims rest on, on the same test patients:
-  patient-level paired bootstrap for accuracy/F1 and DeLong for AUC.
+  interval from the hierarchical bootstrap over seeds and test patients, :mod:`covtl.ledger`)
+  for every row, in the paper's scale (percent or fraction; LEEP in bits, as paper A's).
+- :func:`paired_tests` -- the claims ledger's lines of one table (:func:`covtl.ledger.claims`).
 - :func:`claims` -- the claims ledger: each claim of both papers as reproduced, within noise
   or contradicted, at the profile the results come from.
 
@@ -26,31 +26,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .metrics import aggregate_seeds, delong_test, paired_bootstrap
+from . import ledger
+from .metrics import aggregate_seeds
 from .paper import TABLES, load_paper_numbers
 
-__all__ = ["Results", "claims", "comparison", "paired_tests", "results"]
+__all__ = ["Results", "claims", "comparison", "near_duplicate_test_images", "paired_tests", "results"]
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = {"A1": ("top1", "top5"), "A6": ("leep",)}
 DEFAULT_METRICS = ("accuracy", "f1", "auc")
-
-#: the comparisons behind each table's claims: (label, (model_a, setting_a), (model_b, setting_b));
-#: "*" means "every model of the table", paired with the same model
-COMPARISONS: dict[str, list[tuple[str, tuple[str, str], tuple[str, str]]]] = {
-    "A2": [("1 ATTN vs baseline", ("{g} Baseline", "w TL"), ("{g} 1 ATTN", "w TL")),
-           ("5 ATTNs vs baseline", ("{g} Baseline", "w TL"), ("{g} 5 ATTNs", "w TL"))],
-    "A3": [("ours vs MoCo", ("*", "w MoCo"), ("*", "w Ours")),
-           ("ours vs SimCLR", ("*", "w SimCLR"), ("*", "w Ours"))],
-    "A4": [("TL vs no TL", ("*", "w/o TL"), ("*", "w TL"))],
-    "A5": [("STL-N vs no TL", ("*", "w/o TL"), ("*", "w STL-N")),
-           ("STL-M vs no TL", ("*", "w/o TL"), ("*", "w STL-M"))],
-    "B3": [("Trans. vs Rand.", ("*", "Rand."), ("*", "Trans."))],
-    "B5": [("Self-Trans vs Trans", ("*", "Trans"), ("*", "Self-Trans"))],
-    "B6": [(f"Self-Trans vs Method {i}", ("*", f"Method {i}"), ("*", "Self-Trans")) for i in (1, 2, 3, 4)],
-    "B7": [("Unfrozen vs Frozen", ("*", "Frozen"), ("*", "Unfrozen"))],
-}
-
 
 def results_dir() -> Path:
     if os.environ.get("COVTL_RESULTS"):
@@ -64,6 +48,7 @@ class Results:
 
     root: Path
     _records: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
+    _evidence: dict[tuple, ledger.Evidence] = field(default_factory=dict, repr=False, compare=False)
 
     @cached_property
     def plan(self) -> dict[str, Any]:
@@ -92,6 +77,20 @@ class Results:
     def predictions(self, run_id: str, which: str = "best_val") -> pd.DataFrame:
         df = pd.read_csv(self.root / "runs" / run_id / "predictions.csv")
         return df[df.model == which].sort_values("path").reset_index(drop=True)
+
+    def evidence(self, which: str = "best_val", exclude: frozenset[str] = frozenset()) -> ledger.Evidence:
+        """The shared patient-resample scoring of this folder's runs (:class:`covtl.ledger.Evidence`), built once."""
+        key = (which, frozenset(exclude))
+        if key not in self._evidence:
+            self._evidence[key] = ledger.Evidence(self, which, exclude)
+        return self._evidence[key]
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether the runs trained on the embedded synthetic data (the smoke and quick profiles)."""
+        path = self.root / "study.json"
+        return bool(json.loads(path.read_text()).get("synthetic")) if path.is_file() else self.profile in (
+            "smoke", "quick")
 
     def cells(self, table: str) -> list[dict[str, Any]]:
         return [c for c in self.plan["cells"] if c["table"] == table]
@@ -128,33 +127,49 @@ def _run_value(rec: dict[str, Any], metric: str, which: str = "best_val") -> flo
     return float(test["covid_positive"][metric]["value"])
 
 
-def cell_value(res: Results, cell: dict[str, Any], metric: str, which: str = "best_val") -> dict[str, float]:
-    """Mean over the cell's seeds with a 95% interval (t over seeds; one seed: patient bootstrap)."""
+def cell_value(res: Results, cell: dict[str, Any], metric: str, which: str = "best_val",
+               exclude: frozenset[str] = frozenset()) -> dict[str, float]:
+    """Mean over the cell's seeds with a 95% interval.
+
+    Test metrics: the hierarchical bootstrap (seeds, then test patients; :mod:`covtl.ledger`).
+    Source-task accuracy and transferability scores have no test sample: a t interval over
+    seeds (none for one seed). LEEP is converted to bits (see :data:`covtl.ledger.NATS_TO_BITS`).
+    """
+    if metric in DEFAULT_METRICS:
+        c = res.evidence(which, exclude).cell(cell, metric)
+        return {"mean": c.value, "low": c.low, "high": c.high, "n": c.n_seeds}
     values = [_run_value(res.record(r), metric, which) for r in cell["runs"]]
-    agg = aggregate_seeds(values)
-    if len(values) == 1 and metric in DEFAULT_METRICS:
-        rec = res.record(cell["runs"][0])
-        ci = (rec["test"].get(which) or rec["test"]["last"])["covid_positive"][metric]
-        agg.update(low=ci["low"], high=ci["high"])
-    return agg
+    if metric == "leep":
+        values = [v * ledger.NATS_TO_BITS for v in values]
+    return aggregate_seeds(values)
 
 
-def comparison(table: str, res: Results | None = None, which: str = "best_val") -> pd.DataFrame:
-    """The paper's rows of ``table`` with the paper's value and ours, metric by metric."""
+def comparison(table: str, res: Results | None = None, which: str = "best_val",
+               exclude: frozenset[str] = frozenset()) -> pd.DataFrame:
+    """The paper's rows of ``table`` with the paper's value and ours, metric by metric.
+
+    ``learned`` says whether every seed's network learned the task (:func:`covtl.metrics.collapse_reason`);
+    ``exclude``: test images left out (e.g. :func:`near_duplicate_test_images`).
+    """
     res = res or results()
     paper = load_paper_numbers()
     paper = paper[paper.table == table]
     metrics = METRICS.get(table, DEFAULT_METRICS)
+    test_metrics = any(m in DEFAULT_METRICS for m in metrics)
     rows = []
     for cell in res.cells(table):
         row: dict[str, Any] = {"model": cell["model"], "setting": cell["setting"], "network run": cell["backbone"]}
         for metric in metrics:
             p = paper[(paper.model == cell["model"]) & (paper.setting == cell["setting"]) & (paper.metric == metric)]
             scale = 100.0 if (not p.empty and p.scale.iloc[0] == "percent") else 1.0
-            ours = cell_value(res, cell, metric, which)
-            row[f"{metric} (paper)"] = float(p.value.iloc[0]) if not p.empty else np.nan
-            row[f"{metric} (ours)"] = _fmt(ours, scale)
+            ours = cell_value(res, cell, metric, which, exclude)
+            unit = ", bits" if metric == "leep" else ""
+            row[f"{metric} (paper{unit})"] = float(p.value.iloc[0]) if not p.empty else np.nan
+            row[f"{metric} (ours{unit})"] = _fmt(ours, scale)
         row["seeds"] = len(cell["runs"])
+        if test_metrics:
+            why = res.evidence(which, exclude).collapse(cell)
+            row["learned"] = f"no: {why}" if why else "yes"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -167,86 +182,38 @@ def _fmt(agg: dict[str, float], scale: float) -> str:
     return f"{mean:.{digits}f} [{agg['low'] * scale:.{digits}f}, {agg['high'] * scale:.{digits}f}]"
 
 
-# ---------------------------------------------------------------------------- paired tests
-
-
-def _pairs(res: Results, table: str) -> list[tuple[str, dict, dict]]:
-    cells = {(c["model"], c["setting"]): c for c in res.cells(table)}
-    models = sorted({c["model"] for c in res.cells(table)})
-    groups = sorted({m.split(" ")[0] for m in models})
-    out = []
-    for label, (ma, sa), (mb, sb) in COMPARISONS.get(table, []):
-        if ma == "*":
-            pairs = [((m, sa), (m, sb)) for m in models]
-        else:
-            pairs = [((ma.format(g=g), sa), (mb.format(g=g), sb)) for g in groups]
-        for a, b in pairs:
-            if a in cells and b in cells:
-                out.append((f"{label}: {b[0]}" if ma == "*" else f"{label} ({a[0].split(' ')[0]})",
-                            cells[a], cells[b]))
-    return out
-
-
-def paired_tests(table: str, res: Results | None = None) -> pd.DataFrame:
-    """Each comparison of ``table`` per seed: b - a with a patient-paired bootstrap interval
-    (accuracy, F1) and DeLong's test (AUC), on the best-validation networks' test predictions."""
-    res = res or results()
-    rows = []
-    for label, a, b in _pairs(res, table):
-        for seed, (ra, rb) in enumerate(zip(a["runs"], b["runs"], strict=False)):
-            pa, pb = res.predictions(ra), res.predictions(rb)
-            if not pa.path.equals(pb.path):
-                raise ValueError(f"{ra} and {rb} were scored on different test images; cannot pair them")
-            y, groups = pa.label.to_numpy(), pa.group.astype(str).to_numpy()
-            row: dict[str, Any] = {"comparison": label, "seed": seed}
-            for metric in ("accuracy", "f1"):
-                t = paired_bootstrap(y, pa.prob_1.to_numpy(), pb.prob_1.to_numpy(), groups,
-                                     metric_name=metric, n_boot=1000, seed=seed)
-                row[f"{metric} diff"] = f"{t['diff']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}]"
-                row[f"{metric} p"] = round(t["p_value"], 3)
-            try:
-                d = delong_test(y, pa.prob_1.to_numpy(), pb.prob_1.to_numpy())
-                row["AUC diff"], row["AUC p (DeLong)"] = f"{d['diff']:+.3f}", round(d["p_value"], 3)
-            except ValueError as err:  # too few patients of a class in a tiny test set
-                row["AUC diff"], row["AUC p (DeLong)"] = "n/a", str(err)
-            rows.append(row)
-    return pd.DataFrame(rows)
+def near_duplicate_test_images(res: Results) -> frozenset[str]:
+    """Test images with a near-duplicate in the training split, from the split audit's record (empty
+    if the audit has not run)."""
+    audits = [c for c in res.plan["cells"] if c["table"] == "B1"]
+    for cell in audits:
+        path = res.root / "runs" / cell["runs"][0] / "near_duplicates.csv"
+        if path.is_file():
+            d = pd.read_csv(path)
+            pairs = d[d.split_a != d.split_b]
+            test = pd.concat([pairs.path_a[(pairs.split_a == "test") & (pairs.split_b == "train")],
+                              pairs.path_b[(pairs.split_b == "test") & (pairs.split_a == "train")]])
+            return frozenset(test)
+    return frozenset()
 
 
 # ---------------------------------------------------------------------------- claims
 
 
 def load_claims(path: Path | None = None) -> pd.DataFrame:
-    path = path or REPO / "book" / "data" / "claims.csv"
-    return pd.read_csv(path, keep_default_na=False)
+    return ledger.load_claims(path)
 
 
 def claims(res: Results | None = None) -> pd.DataFrame:
-    """Every claim with our verdict: the paired, patient-level bootstrap interval of the claimed
-    difference (seed 0, best-validation networks) decides -- excludes 0 in the claimed
-    direction: reproduced; includes 0: within noise; excludes 0 the other way: contradicted."""
+    """The claims ledger (:func:`covtl.ledger.claims`) of ``res``."""
     res = res or results()
-    out = []
-    for c in load_claims().itertuples():
-        cells = {(x["model"], x["setting"]): x for x in res.cells(c.table)}
-        a, b = cells.get((c.model_a, c.setting_a)), cells.get((c.model_b, c.setting_b))
-        row = {"claim": c.id, "paper": c.paper, "statement": c.statement, "table": c.table, "metric": c.metric}
-        if a is None or b is None:
-            row.update(verdict=f"not run at the {res.profile} profile", difference="")
-            out.append(row)
-            continue
-        pa, pb = res.predictions(a["runs"][0]), res.predictions(b["runs"][0])
-        t = paired_bootstrap(pa.label.to_numpy(), pa.prob_1.to_numpy(), pb.prob_1.to_numpy(),
-                             pa.group.astype(str).to_numpy(), metric_name=c.metric, n_boot=1000)
-        if t["low"] > 0:
-            verdict = "reproduced"
-        elif t["high"] < 0:
-            verdict = "contradicted"
-        else:
-            verdict = "within noise"
-        row.update(verdict=verdict, difference=f"{t['diff']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}]")
-        out.append(row)
-    return pd.DataFrame(out)
+    return ledger.claims(res, res.evidence())
+
+
+def paired_tests(table: str, res: Results | None = None) -> pd.DataFrame:
+    """The ledger's lines of ``table``: every comparison its claims rest on, all seeds together."""
+    led = claims(res)
+    return led[led.table == table].reset_index(drop=True)
 
 
 def caption(table: str) -> str:

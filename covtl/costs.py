@@ -127,7 +127,9 @@ def run_seconds(run: Any, profile: str, sizes: dict[str, int], costs: CostModel)
     if run.notebook == "sstl_m":
         n = _cap(sizes[f"{p['dataset']}/train"], prof.max_train)
         steps = steps_per_epoch(n, recipe, full_batches=True)
-        return recipe.epochs * min(n, steps * recipe.batch_size) * tr * costs.ssl_factor[p["method"]] \
+        # A's method with region weight 0 skips the region pass: it costs what MoCo does
+        method = "moco_v1" if p["method"] == "a_region_moco" and p.get("region_weight", 1) == 0 else p["method"]
+        return recipe.epochs * min(n, steps * recipe.batch_size) * tr * costs.ssl_factor[method] \
             + costs.run_overhead_s
     dataset = {"stl_n": "natural", "stl_m": "covidx", "finetune": "covid-ct"}[run.notebook]
     n_train = sizes[f"{dataset}/train"]

@@ -44,7 +44,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from . import book
+from . import book, ledger
 from .paper import load_paper_numbers
 
 __all__ = [
@@ -73,6 +73,7 @@ __all__ = [
     "papermill_commands",
     "paper_vs_ours",
     "parameter_table",
+    "interval_note",
     "provenance_note",
     "provenance_table",
     "rank_correlations",
@@ -376,14 +377,58 @@ def not_yet_run(root: str | Path | None = None, what: str = "this page") -> str:
             "(`covtl book`), or point `COVTL_RESULTS` at a results folder.")
 
 
+def synthetic_banner(res: book.Results | None):
+    """An unmistakable warning (IPython HTML) when the results come from synthetic data; else ``None``."""
+    from IPython.display import HTML
+
+    if res is None or not res.synthetic:
+        return None
+    return HTML(
+        '<div class="admonition warning" style="font-size:1.1em"><p class="admonition-title">'
+        "Synthetic data: these numbers test the pipeline, not the papers</p><p>Every number on this page "
+        f"comes from the <b>{res.profile}</b> profile, trained on covtl's embedded <b>synthetic</b> CT images "
+        "with small stand-in networks. They show that the code runs end to end; they say nothing about "
+        "COVID-19 CT or about the papers' claims, and the claims ledger reads <i>pipeline check</i> for "
+        "all of them.</p></div>")
+
+
+def _show_banner(res: book.Results | None) -> None:
+    banner = synthetic_banner(res)
+    if banner is not None:
+        from IPython.display import display
+
+        display(banner)
+
+
+def _provenance_text(raw: book.Results) -> str:
+    return raw.provenance_line() + _stand_in_note(raw) + " " + interval_note(raw)
+
+
+def interval_note(res: book.Results) -> str:
+    """Markdown: which sources of variance the intervals of these results cover."""
+    seeds = max((len(c["runs"]) for c in res.plan["cells"] if c["table"] not in ("B1", "A6")), default=1)
+    pretrain = int(res.plan.get("pretrain_seeds", 1))
+    if seeds == 1:
+        covered = ("the test sample only (one seed: patients resampled, the training run taken as given)")
+    elif pretrain >= seeds:
+        covered = (f"both the {seeds} seeds (each repeating its whole chain, pretraining included) and the test "
+                   "sample (seeds resampled, then patients)")
+    else:
+        covered = (f"the {seeds} fine-tuning seeds and the test sample (seeds resampled, then patients); the "
+                   "pretraining stages ran once, so their own run-to-run variation is not in the intervals")
+    return f"Intervals are 95% hierarchical-bootstrap intervals covering {covered}."
+
+
 def provenance_note(root: str | Path | None = None):
-    """The provenance line of the current results (IPython Markdown), or the "not yet run" note."""
+    """The provenance line of the current results (IPython Markdown), or the "not yet run" note;
+    on synthetic results it first shows :func:`synthetic_banner`."""
     from IPython.display import Markdown
 
     raw = book.results(root)
     if not (raw.root / "plan.json").is_file() or not (raw.root / "study.json").is_file():
         return Markdown(not_yet_run(root))
-    return Markdown(raw.provenance_line() + _stand_in_note(raw))
+    _show_banner(raw)
+    return Markdown(_provenance_text(raw))
 
 
 def _stand_in_note(res: book.Results) -> str:
@@ -448,7 +493,8 @@ class TablePage:
         if self.res is None:
             lines.append(not_yet_run(self.raw.root))
             return Markdown("\n".join(lines))
-        lines.append(str(provenance_note(self.raw.root).data))
+        _show_banner(self.res)
+        lines.append(_provenance_text(self.raw))
         if not cells:
             return Markdown("\n".join(lines))
         planned = self.raw.cells(self.table)
@@ -463,11 +509,13 @@ class TablePage:
         return Markdown("\n".join(lines))
 
     # ------------------------------------------------------------------ tables
-    def comparison(self, which: str = "best_val"):
-        """The paper's value beside ours (mean [95% interval]) per row; ``which``: best_val or last."""
+    def comparison(self, which: str = "best_val", without_near_duplicates: bool = False):
+        """The paper's value beside ours (mean [95% interval]) per row; ``which``: best_val or last;
+        ``without_near_duplicates``: the test images with a near-duplicate in the training split left out."""
         if self.res is None or not self.res.cells(self.table):
             return self.paper_only()
-        df = book.comparison(self.table, self.res, which=which)
+        exclude = book.near_duplicate_test_images(self.res) if without_near_duplicates else frozenset()
+        df = book.comparison(self.table, self.res, which=which, exclude=exclude)
         return df.set_index(["model", "setting"])
 
     def paper_only(self) -> pd.DataFrame:
@@ -477,16 +525,20 @@ class TablePage:
         return wide.rename(columns=lambda m: f"{m} (paper)")
 
     def tests(self):
-        """Paired comparisons of the rows the paper's claims rest on (per seed)."""
+        """The claims ledger's lines of this table: each claimed comparison, all seeds together."""
         from IPython.display import Markdown
 
         if self.res is None:
             return Markdown("Paired tests need the study results (not yet run).")
-        df = book.paired_tests(self.table, self.res)
-        if df.empty:
-            return Markdown(f"No pair of rows compared by this table's claims has results at the "
-                            f"{self.res.profile} profile.")
-        return df.set_index(["comparison", "seed"])
+        led = claims_ledger(self.raw.root)
+        led = led[led.table == self.table]
+        tested = led[led["ours [95% interval]"] != ""]
+        if tested.empty:
+            return Markdown(f"No comparison this table's claims rest on can be tested at the {self.res.profile} "
+                            "profile (see the verdicts in the claims ledger).")
+        cols = ["claimed", "metric", "paper effect", "ours [95% interval]", "MDE", "p", "p (Holm)", "verdict",
+                "note"]
+        return tested.set_index("claim")[cols].style.format({"p": "{:.3f}", "p (Holm)": "{:.3f}"}, na_rep="")
 
     def not_run(self):
         """Rows of the paper that this profile skips, and why."""
@@ -833,21 +885,17 @@ def claims_ledger(root: str | Path | None = None) -> pd.DataFrame:
     res = complete_results(root)
     if res is None:
         led = book.load_claims().rename(columns={"id": "claim"})
-        led["verdict"], led["difference"] = "not yet run", ""
-        return led[["claim", "paper", "statement", "table", "metric", "verdict", "difference"]]
+        led["verdict"] = "not yet run"
+        return led[["claim", "paper", "table", "kind", "metric", "statement", "verdict"]]
     led = book.claims(res)
     raw = book.results(root)
-    planned = {(c["table"], c["model"], c["setting"]): c["runs"] for c in raw.plan["cells"]}
+    planned = {(c["table"], c["model"], c["setting"]) for c in raw.plan["cells"]}
     spec = book.load_claims().set_index("id")
     for i, row in led.iterrows():
         c = spec.loc[row.claim]
-        a, b = planned.get((c.table, c.model_a, c.setting_a)), planned.get((c.table, c.model_b, c.setting_b))
-        if str(row.verdict).startswith("not run") and a is not None and b is not None:
+        rows = [(c.table, m, s) for m, s in ledger.arms_of(c).values()]
+        if str(row.verdict).startswith("not run") and all(r in planned for r in rows):
             led.at[i, "verdict"] = "not yet run"
-        elif a is not None and a == b:  # e.g. ResNet-18 and ResNet-50 both run as the same stand-in
-            led.at[i, "verdict"] = "not testable (both rows are the same runs)"
-    pairs = spec.apply(lambda c: f"{c.model_b}, {c.setting_b} > {c.model_a}, {c.setting_a}", axis=1)
-    led.insert(4, "claimed", led.claim.map(pairs))
     return led
 
 

@@ -105,6 +105,7 @@ class Plan:
     def to_json(self) -> dict[str, Any]:
         return {
             "profile": self.profile,
+            "pretrain_seeds": get_profile(self.profile).pretrain_seeds,
             "cells": [{"table": c.table, "model": c.model, "setting": c.setting, "backbone": c.backbone,
                        "description": c.description, "runs": [r.id for r in c.runs]} for c in self.cells],
             "not_run": self.not_run,
@@ -150,93 +151,118 @@ def build_plan(profile: str) -> Plan:
                 continue
             bb = nets[group]
             net = {"backbone": bb, "n_attn": n_attn}
-            stl_n = _run("stl_n", seed=0, recipe="a_stl_n", **net)
-            stl_nm = _run("stl_m", stl_n, seed=0, recipe="a_stl_m", **net)
-            stl_m = _run("stl_m", seed=0, recipe="a_stl_m", **net)
-            ssl = {m: _run("sstl_m", stl_nm, seed=0, method=m, recipe=r, dataset="covid-ct", **net)
-                   for m, r in (("a_region_moco", "a_sstl_m"), ("moco_v1", "a_moco"), ("simclr", "a_simclr"))}
+            chains = range(prof.pretrain_seeds)  # pretraining chain c serves fine-tune seeds s = c mod chains
+            stl_n = [_run("stl_n", seed=c, recipe="a_stl_n", **net) for c in chains]
+            stl_nm = [_run("stl_m", stl_n[c], seed=c, recipe="a_stl_m", **net) for c in chains]
+            stl_m = [_run("stl_m", seed=c, recipe="a_stl_m", **net) for c in chains]
 
-            def ft(up: Run | None, seed: int, recipe: str = "a_finetune", net=net) -> Run:
-                return _run("finetune", up, seed=seed, recipe=recipe, **net)
+            def sstl(method: str, recipe: str, stl_nm=stl_nm, net=net, **extra: Any) -> list[Run]:
+                return [_run("sstl_m", up, seed=c, method=method, recipe=recipe, dataset="covid-ct", **extra, **net)
+                        for c, up in enumerate(stl_nm)]
 
-            add("A1", model, "ImageNet val", bb, [stl_n], "STL-N validation accuracy")
-            ours = [ft(ssl["a_region_moco"], s) for s in seeds]
+            ssl = {"ours": sstl("a_region_moco", "a_sstl_m"), "moco": sstl("moco_v1", "a_moco"),
+                   "simclr": sstl("simclr", "a_simclr"),
+                   # the controlled set: A's chain, optimiser, augmentation, epochs and batch for all
+                   # three; only the objective differs (region weight 0 is plain MoCo)
+                   "moco (controlled)": sstl("a_region_moco", "a_sstl_m", region_weight=0.0),
+                   "simclr (controlled)": sstl("simclr", "a_sstl_m")}
+
+            def ft(ups: list[Run] | None, recipe: str = "a_finetune", net=net) -> list[Run]:
+                return [_run("finetune", ups[s % len(ups)] if ups else None, seed=s, recipe=recipe, **net)
+                        for s in seeds]
+
+            add("A1", model, "ImageNet val", bb, stl_n, "STL-N validation accuracy")
+            ours = ft(ssl["ours"])
             add("A2", model, "w TL", bb, ours, "STL-N -> STL-M -> SSTL-M (ours) -> fine-tune")
             add("A3", model, "w Ours", bb, ours)
-            add("A3", model, "w MoCo", bb, [ft(ssl["moco_v1"], s) for s in seeds])
-            add("A3", model, "w SimCLR", bb, [ft(ssl["simclr"], s) for s in seeds])
-            scratch = [ft(None, s) for s in seeds]
+            add("A3", model, "w MoCo", bb, ft(ssl["moco"]), "MoCo v1 with its own recipe (the literal set)")
+            add("A3", model, "w SimCLR", bb, ft(ssl["simclr"]), "SimCLR with its own recipe (the literal set)")
+            if prof.a3_controlled is None or variant in prof.a3_controlled:
+                add("A3", model, "w MoCo (controlled)", bb, ft(ssl["moco (controlled)"]),
+                    "A's SSTL-M recipe, region weight 0: differs from Ours only in the objective")
+                add("A3", model, "w SimCLR (controlled)", bb, ft(ssl["simclr (controlled)"]),
+                    "A's SSTL-M recipe with SimCLR's objective")
+            else:
+                skip("A3", f"{model} (controlled rows)", prof.skip_reason)
+            scratch = ft(None)
             add("A4", model, "w/o TL", bb, scratch, "fine-tune from random init")
             add("A4", model, "w TL", bb, ours)
             add("A5", model, "w/o TL", bb, scratch)
-            add("A5", model, "w STL-N", bb, [ft(stl_n, s) for s in seeds])
-            add("A5", model, "w STL-M", bb, [ft(stl_m, s) for s in seeds])
-            add("A6", model, "w/o TL", bb, [_run("transferability", seed=0, source_classes=natural_classes, **net)])
-            add("A6", model, "w STL-N", bb, [_run("transferability", stl_n, seed=0, source_classes=0, **net)])
+            add("A5", model, "w STL-N", bb, ft(stl_n))
+            add("A5", model, "w STL-M", bb, ft(stl_m))
+            add("A6", model, "w/o TL", bb,
+                [_run("transferability", seed=c, source_classes=natural_classes, **net) for c in chains])
+            add("A6", model, "w STL-N", bb, [_run("transferability", stl_n[c], seed=c, source_classes=0, **net)
+                                             for c in chains])
             add("A6", model, "w STL-N w STL-M", bb,
-                [_run("transferability", stl_nm, seed=0, source_classes=0, **net)])
+                [_run("transferability", stl_nm[c], seed=c, source_classes=0, **net) for c in chains])
             if group == "R-50" and n_attn in (0, 5):
                 add("A-Fig4", model, "Grad-CAM" if n_attn == 0 else "attention", bb,
                     [_run("explain", ours[0], seed=0, n_figure=4, **net)])
 
     # ---------------- paper B
-    imagenet: dict[str, Run | None] = {}
 
-    def source(bb: str) -> tuple[Run | None, str]:
-        """B's ImageNet-pretrained starting point: torchvision's weights at the paper profile
-        where they exist; otherwise (CRNet, and every network at the smaller profiles) an STL-N
-        run on the natural images, as B itself trained CRNet on ImageNet."""
+    chains = range(prof.pretrain_seeds)
+
+    def source(bb: str, c: int) -> tuple[Run | None, str]:
+        """B's ImageNet-pretrained starting point (chain ``c``): torchvision's weights at the paper
+        profile where they exist; otherwise (CRNet, and every network at the smaller profiles) an
+        STL-N run on the natural images, as B itself trained CRNet on ImageNet."""
         if profile == "paper" and has_imagenet_weights(bb):
             return None, "imagenet"
-        return _run("stl_n", seed=0, recipe="a_stl_n", backbone=bb, n_attn=0), ""
+        return _run("stl_n", seed=c, recipe="a_stl_n", backbone=bb, n_attn=0), ""
 
-    def bft(up: Run | None, bb: str, seed: int, recipe: str, init: str = "") -> Run:
-        return _run("finetune", up, init=init if up is None else "", seed=seed, recipe=recipe, backbone=bb,
-                    n_attn=0)
+    def bft(ups: list[tuple[Run | None, str]] | None, bb: str, recipe: str) -> list[Run]:
+        """Fine-tunes of every seed; seed s starts from chain s mod chains (random init: ``ups`` None)."""
+        out = []
+        for s in seeds:
+            up, init = ups[s % len(ups)] if ups else (None, "")
+            out.append(_run("finetune", up, init=init if up is None else "", seed=s, recipe=recipe, backbone=bb,
+                            n_attn=0))
+        return out
 
     for name in B_ORDER:
         if name not in nets:
             skip("B3", name, f"{name} is not run at the {profile} profile")
             continue
         bb = nets[name]
-        up, init = source(bb)
-        imagenet[name] = up
-        add("B3", name, "Rand.", bb, [bft(None, bb, s, "b_random_init") for s in seeds])
-        add("B3", name, "Trans.", bb, [bft(up, bb, s, "b_transfer", init) for s in seeds])
+        ups = [source(bb, c) for c in chains]
+        add("B3", name, "Rand.", bb, bft(None, bb, "b_random_init"))
+        add("B3", name, "Trans.", bb, bft(ups, bb, "b_transfer"))
     for name in ("ResNet-50", "DenseNet-169"):
         if name not in nets or name not in prof.b_ablation:
             for t in ("B4", "B5", "B6", "B7", "B-Fig5"):
                 skip(t, name, f"{name} is not run at the {profile} profile" if name not in nets else prof.skip_reason)
             continue
         bb = nets[name]
-        up, init = source(bb)
+        ups = [source(bb, c) for c in chains]
 
-        def moco(start: Run | None, dataset: str, start_init: str, bb=bb) -> Run:
-            return _run("sstl_m", start, init=start_init if start is None else "", seed=0, method="moco_v2",
-                        recipe="b_moco", dataset=dataset, backbone=bb, n_attn=0)
+        def moco(starts: list[tuple[Run | None, str]], dataset: str, bb=bb) -> list[tuple[Run, str]]:
+            return [(_run("sstl_m", up, init=init if up is None else "", seed=c, method="moco_v2", recipe="b_moco",
+                          dataset=dataset, backbone=bb, n_attn=0), "") for c, (up, init) in enumerate(starts)]
 
-        luna = moco(up, "lung-ct-unlabeled", init)
-        self_trans_ssl = moco(luna, "covid-ct", "")
-        covid_ssl = moco(up, "covid-ct", init)
-        scratch_ssl = moco(None, "covid-ct", "")
-        trans = [bft(up, bb, s, "b_transfer", init) for s in seeds]
-        self_trans = [bft(self_trans_ssl, bb, s, "b_transfer") for s in seeds]
-        method2 = [bft(covid_ssl, bb, s, "b_transfer") for s in seeds]
+        luna = moco(ups, "lung-ct-unlabeled")
+        self_trans_ssl = moco(luna, "covid-ct")
+        covid_ssl = moco(ups, "covid-ct")
+        scratch_ssl = moco([(None, "")] * len(chains), "covid-ct")
+        trans = bft(ups, bb, "b_transfer")
+        self_trans = bft(self_trans_ssl, bb, "b_transfer")
+        method2 = bft(covid_ssl, bb, "b_transfer")
         if name == "DenseNet-169":
-            add("B4", name, "Random Initialization", bb, [bft(None, bb, s, "b_random_init") for s in seeds])
+            add("B4", name, "Random Initialization", bb, bft(None, bb, "b_random_init"))
             add("B4", name, "Pretrain on ImageNet", bb, trans)
             skip("B4", f"{name} (LNM rows)", "the Lung Nodule Malignancy dataset is not available to covtl")
         add("B5", name, "Trans", bb, trans)
         add("B5", name, "Self-Trans", bb, self_trans)
-        add("B6", name, "Method 1", bb, [bft(scratch_ssl, bb, s, "b_transfer") for s in seeds])
+        add("B6", name, "Method 1", bb, bft(scratch_ssl, bb, "b_transfer"))
         add("B6", name, "Method 2", bb, method2)
-        add("B6", name, "Method 3", bb, [bft(luna, bb, s, "b_transfer") for s in seeds])
-        add("B6", name, "Method 4", bb, [bft(up, bb, s, "b_rotation_joint", init) for s in seeds])
+        add("B6", name, "Method 3", bb, bft(luna, bb, "b_transfer"))
+        add("B6", name, "Method 4", bb, bft(ups, bb, "b_rotation_joint"))
         add("B6", name, "Self-Trans", bb, self_trans)
-        add("B7", name, "Frozen", bb, [bft(covid_ssl, bb, s, "b_transfer_frozen") for s in seeds])
+        add("B7", name, "Frozen", bb, bft(covid_ssl, bb, "b_transfer_frozen"))
         add("B7", name, "Unfrozen", bb, method2, "SSL weights of Method 2, as the paper's numbers suggest")
         for setting, runs in (("Rand.", None), ("Trans.", trans), ("Self-Trans", self_trans)):
-            start = runs[0] if runs else bft(None, bb, 0, "b_random_init")
+            start = runs[0] if runs else bft(None, bb, "b_random_init")[0]
             add("B-Fig5", name, setting, bb, [_run("explain", start, seed=0, n_figure=4, backbone=bb, n_attn=0)])
     return plan
 

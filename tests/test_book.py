@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 
+from covtl import ledger
 from covtl import plotting as P
 from covtl.book import load_claims
 from covtl.paper import load_paper_numbers
@@ -148,17 +149,27 @@ def test_compute_estimate_counts_every_run_once_in_the_total():
 def test_claims_reference_rows_of_the_paper_numbers():
     claims = load_claims()
     assert list(claims.columns) == ["id", "paper", "statement", "table", "model_a", "setting_a", "model_b",
-                                    "setting_b", "metric"]
+                                    "setting_b", "metric", "kind", "margin", "model_c", "setting_c", "model_d",
+                                    "setting_d"]
     assert claims.id.is_unique and len(claims) > 0
     assert set(claims.metric) <= {"accuracy", "f1", "auc"}
     paper = load_paper_numbers()
     keys = set(zip(paper.table, paper.model, paper.setting, strict=True))
     for c in claims.itertuples():
+        arms = ledger.arms_of(c)
         assert c.table.startswith(c.paper), c.id
-        assert (c.table, c.model_a, c.setting_a) in keys, c.id
-        assert (c.table, c.model_b, c.setting_b) in keys, c.id
-        assert (c.model_a, c.setting_a) != (c.model_b, c.setting_b), c.id
+        for model, setting in arms.values():
+            assert (c.table, model, setting.removesuffix(ledger.CONTROLLED)) in keys, c.id
+        assert arms["a"] != arms["b"], c.id
         assert c.statement.strip(), c.id
+        assert np.isfinite(ledger.paper_effect(c, paper)), c.id
+    # B6's "does not surpass" lines are non-inferiority statements, with a margin
+    ni = claims[claims.kind == "non-inferiority"]
+    assert set(ni.id) == {"B6-07", "B6-08", "B6-09", "B6-10"} and (ni.margin > 0).all()
+    # A's headline ("ATTNs gain more from transfer") is tested as an interaction, not as pairs
+    inter = claims[claims.kind == "interaction"]
+    assert {"A4", "A5"} <= set(inter.table)
+    assert all("Baseline" in c.model_c and "Baseline" not in c.model_a for c in inter.itertuples())
 
 
 def _toc_files() -> list[str]:

@@ -8,6 +8,7 @@ import json
 import jupytext
 import pytest
 
+from covtl.ledger import CONTROLLED
 from covtl.paper import load_paper_numbers
 from covtl.profiles import PROFILES
 from covtl.study import NOTEBOOKS, build_plan
@@ -44,7 +45,7 @@ def test_plan_covers_every_paper_table(profile):
     keys = set(zip(paper.table, paper.model, paper.setting, strict=True))
     for cell in plan.cells:
         if cell.table[0] in "AB" and "-Fig" not in cell.table and cell.table != "B1":
-            assert (cell.table, cell.model, cell.setting) in keys, cell
+            assert (cell.table, cell.model, cell.setting.removesuffix(CONTROLLED)) in keys, cell
     runs = plan.runs
     ids = [r.id for r in runs]
     assert len(ids) == len(set(ids))
@@ -160,3 +161,39 @@ def test_quick_runs_the_headline_rows_and_says_why_the_others_are_not_run():
     assert {"A2", "A4", "B3", "B5"} <= tables and "A3" not in tables
     assert any(n["table"] == "A3" and "quick" in n["why"] for n in plan.not_run)
     assert len({(n["table"], n["model"]) for n in plan.not_run}) == len(plan.not_run)  # one line each
+
+
+def test_pretraining_chains_repeat_per_seed_where_the_profile_says_so():
+    """At ``paper`` every fine-tune seed starts from its own pretraining chain; at ``cpu`` one chain
+    serves every seed (the book says which variance the intervals cover)."""
+    for profile, chains in (("paper", 3), ("cpu", 1)):
+        plan = build_plan(profile)
+        assert plan.to_json()["pretrain_seeds"] == chains
+        ours = next(c for c in plan.cells if c.table == "A2" and c.model == "R-50 Baseline")
+        sources = [r.upstream.id for r in ours.runs]
+        assert len(set(sources)) == chains, profile
+        stl_n = {r.id for r in plan.runs if r.notebook == "stl_n" and dict(r.params).get("backbone") == ours.backbone
+                 and dict(r.params).get("n_attn") == 0}
+        assert len(stl_n) == chains, profile
+        # seed s of every fine-tune cell starts from chain s mod chains
+        for s, run in enumerate(ours.runs):
+            assert dict(run.params)["seed"] == s
+            assert dict(run.chain()[0].params)["seed"] == s % chains
+
+
+def test_table_3_has_a_controlled_row_set_that_differs_only_in_the_objective():
+    plan = build_plan("cpu")
+    cells = {c.setting: c for c in plan.cells if c.table == "A3" and c.model == "R-50 Baseline"}
+    assert {"w Ours", "w MoCo", "w SimCLR", "w MoCo (controlled)", "w SimCLR (controlled)"} <= set(cells)
+
+    def ssl_params(setting: str) -> dict:
+        return dict(cells[setting].runs[0].upstream.params)
+
+    ours, moco, simclr = ssl_params("w Ours"), ssl_params("w MoCo (controlled)"), ssl_params("w SimCLR (controlled)")
+    assert ours["recipe"] == moco["recipe"] == simclr["recipe"] == "a_sstl_m"
+    assert moco["method"] == "a_region_moco" and moco["region_weight"] == 0.0 and "region_weight" not in ours
+    assert simclr["method"] == "simclr"
+    assert ssl_params("w MoCo")["recipe"] == "a_moco"  # the literal set keeps each method's own recipe
+    upstreams = {cells[s].runs[0].upstream.upstream.id for s in ("w Ours", "w MoCo (controlled)",
+                                                                 "w SimCLR (controlled)")}
+    assert len(upstreams) == 1  # one STL-N -> STL-M chain under all three
