@@ -137,16 +137,25 @@ def bootstrap_ci(
         ``{metric: {"value", "low", "high", "n_boot"}}``.
     """
     y, s = _check(y, s)
-    clusters = _cluster_indices(groups)
     if len(np.asarray(groups)) != len(y):
         raise ValueError(f"{len(np.asarray(groups))} group ids for {len(y)} labels")
     rng = np.random.default_rng(seed)
     point = metric(y, s, **metric_kwargs)
-    draws = {k: [] for k in point}
-    for _ in range(n_boot):
-        idx = _resample(clusters, rng)
-        for k, v in metric(y[idx], s[idx], **metric_kwargs).items():
-            draws[k].append(v)
+    if metric is binary_metrics:  # vectorised: the same resamples, as patient multiplicities
+        _, inverse = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+        n_clusters = int(inverse.max()) + 1
+        picks = rng.integers(0, n_clusters, (n_boot, n_clusters))  # the draws _resample makes, in order
+        counts = np.bincount((picks + n_clusters * np.arange(n_boot)[:, None]).ravel(),
+                             minlength=n_boot * n_clusters).reshape(n_boot, n_clusters)
+        w = counts[:, inverse].astype(float)
+        draws = {k: weighted_metric(k, y, s, w, **metric_kwargs) for k in point}
+    else:
+        clusters = _cluster_indices(groups)
+        draws = {k: [] for k in point}
+        for _ in range(n_boot):
+            idx = _resample(clusters, rng)
+            for k, v in metric(y[idx], s[idx], **metric_kwargs).items():
+                draws[k].append(v)
     alpha = (1 - level) / 2
     out = {}
     for k, v in point.items():

@@ -141,3 +141,15 @@ def test_delong_matches_the_slow_formula():
     assert out["z"] == pytest.approx((auc_b - auc_a) / math.sqrt(var))
     same = delong_test(y, s_a, s_a)
     assert same["diff"] == 0 and same["p_value"] == 1.0
+
+
+def test_vectorised_patient_bootstrap_equals_the_loop_over_resamples():
+    """bootstrap_ci's vectorised path (binary_metrics) draws the same patients as the loop a custom
+    metric takes, so both give the same intervals."""
+    rng = np.random.default_rng(4)
+    y, s, g = rng.integers(0, 2, 150), rng.random(150), rng.integers(0, 60, 150)
+    fast = bootstrap_ci(y, s, g, n_boot=300, seed=7)
+    slow = bootstrap_ci(y, s, g, n_boot=300, seed=7, metric=lambda a, b: binary_metrics(a, b))
+    for metric, ci in fast.items():
+        for key in ("value", "low", "high", "n_boot"):
+            assert ci[key] == pytest.approx(slow[metric][key], abs=1e-12), (metric, key)
