@@ -149,6 +149,8 @@ def run_seconds(run: Any, profile: str, sizes: dict[str, int], costs: CostModel)
         n_train = min(n_train, recipe.max_steps_per_epoch * recipe.batch_size)
     if recipe.freeze_backbone:
         tr = ev * 1.1  # a frozen extractor: forward only, plus the head's backward
+    if recipe.rotation_aux:
+        tr = 2 * tr  # B's Method 4: the batch for the classifier plus a rotated copy for the rotation head
     return recipe.epochs * (n_train * tr + n_val * ev) + 2 * n_test * ev + costs.run_overhead_s
 
 

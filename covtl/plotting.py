@@ -978,7 +978,8 @@ FLOP_FACTORS: dict[str, float] = {
     "moco": 4,  # query forward + backward (3), key forward (1)
     "simclr": 6,  # two views, both with gradients
     "region_moco": 19,  # MoCo (4) + five lobe regions at the input size, forward + backward (15)
-    "rotation": 3,  # one rotated view, forward + backward
+    "rotation": 3,  # one rotated view, forward + backward (B's rotation-prediction SSL stage)
+    "rotation_joint": 6,  # B's Method 4: the images for the classifier and a rotated copy for the rotation head
     "score": 1,  # transferability: one forward pass over the target training split, once
 }
 #: assumed sustained training throughput of one GPU, FLOP/s (stated on the compute page)
@@ -1021,11 +1022,13 @@ def _factor(notebook: str, params: Mapping[str, Any], recipe) -> str:
         return "score"
     if notebook == "sstl_m":
         method = params.get("method", "")
+        if method == "a_region_moco" and params.get("region_weight", 1) == 0:
+            return "moco"  # region weight 0: no region pass
         return {"a_region_moco": "region_moco", "simclr": "simclr", "rotation": "rotation"}.get(
             method, "moco" if method.startswith("moco") else "supervised")
     if recipe is not None and recipe.freeze_backbone:
         return "frozen"
-    return "rotation" if recipe is not None and recipe.rotation_aux else "supervised"
+    return "rotation_joint" if recipe is not None and recipe.rotation_aux else "supervised"
 
 
 def compute_estimate(profile: str = "paper",

@@ -134,10 +134,10 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
     Profile(
         "cpu", "reduced real-data study: stand-in networks at 64 px, trained to convergence, 3 seeds",
         "real", "a workstation or this kind of 2-core machine", "the whole plan <= 6 h on 2 cores",
-        epochs={"a_stl_n": 6, "a_stl_m": 20, "a_finetune": 30, "b_random_init": 30, "b_transfer": 30,
+        epochs={"a_stl_n": 5, "a_stl_m": 20, "a_finetune": 30, "b_random_init": 30, "b_transfer": 30,
                 "b_transfer_frozen": 30, "b_rotation_joint": 30, "a_sstl_m": 30, "a_moco": 30, "a_simclr": 30,
                 "b_moco": 30, "b_rotation_ssl": 30},
-        image_size=64, max_batch=32, warmup_epochs=5, max_train=9_000, max_eval=None, max_classes=None,
+        image_size=64, max_batch=32, warmup_epochs=5, max_train=8_000, max_eval=None, max_classes=None,
         seeds=3,
         backbones={"R-50": "resnet18", "ResNet-18": "resnet18", "ResNet-50": "resnet18",
                    "DenseNet-169": "resnet18", "CRNet": "crnet"},

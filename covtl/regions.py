@@ -22,10 +22,20 @@ regions overlap a little, since lobe borders are oblique.
 
 **Resize.** Each crop is resized to the input size, giving 5 images per slice; the region
 label of crop i is i in the order (ru, rm, rl, lu, ll).
+
+**Augment (training).** Cut and resized as written, the five boxes have five different aspect
+ratios and sizes, so the stretch of a resized crop alone tells which region it is (a shortcut
+the network can learn instead of the lobes). A sec. 6.2 scales and randomly crops the regions
+like the images; :func:`random_region_boxes` does it so that the shape carries nothing: each
+region's box gets an area drawn as a fraction of the *mean* region area of the slice and an
+aspect ratio drawn from a fixed range, both independent of the region, and a centre drawn
+inside the region's own box; the box is then shifted (never cut) to lie inside the image.
+Colour jitter and the rest of the pipeline are in :class:`covtl.data.transforms.RegionViews`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +52,7 @@ __all__ = [
     "lung_box",
     "lung_mask",
     "otsu_threshold",
+    "random_region_boxes",
     "region_boxes",
 ]
 
@@ -134,15 +145,59 @@ def region_boxes(box: LungBox, height: int, width: int) -> dict[str, tuple[int, 
     return out
 
 
-def crop_regions(image: torch.Tensor, size: int | None = None) -> torch.Tensor:
-    """Generator(X): C x H x W image -> 5 x C x size x size regions (ru, rm, rl, lu, ll)."""
+def random_region_boxes(
+    box: LungBox,
+    height: int,
+    width: int,
+    *,
+    scale: tuple[float, float] = (0.2, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    generator: torch.Generator | None = None,
+) -> dict[str, tuple[int, int, int, int]]:
+    """A random resized crop box (top, left, bottom, right) around each of the five regions.
+
+    For every region, independently: area = U(scale) x the mean area of the slice's five
+    :func:`region_boxes`; aspect ratio width / height log-uniform in ``ratio`` (torchvision's
+    RandomResizedCrop convention); centre uniform inside the region's box. Area and aspect do
+    not depend on which region it is, so after resizing to a square the stretch says nothing
+    about the label. A box that crosses the image border is shifted inside, keeping its shape.
+    Random numbers come from ``generator`` (default: torch's global one, as the transforms).
+    """
+    if not (0 < scale[0] <= scale[1]) or not (0 < ratio[0] <= ratio[1]):
+        raise ValueError(f"scale and ratio must be positive (low, high) ranges, got {scale} and {ratio}")
+    fixed = region_boxes(box, height, width)
+    mean_area = sum((b - t) * (r - left) for t, left, b, r in fixed.values()) / len(fixed)
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    out = {}
+    for name, (top, left, bottom, right) in fixed.items():
+        u_area, u_ratio, u_y, u_x = torch.rand(4, generator=generator).tolist()
+        area = mean_area * (scale[0] + (scale[1] - scale[0]) * u_area)
+        aspect = math.exp(log_lo + (log_hi - log_lo) * u_ratio)  # width / height
+        h = min(height, max(1, round(math.sqrt(area / aspect))))
+        w = min(width, max(1, round(math.sqrt(area * aspect))))
+        cy, cx = top + (bottom - top) * u_y, left + (right - left) * u_x
+        y0 = min(max(0, round(cy - h / 2)), height - h)
+        x0 = min(max(0, round(cx - w / 2)), width - w)
+        out[name] = (y0, x0, y0 + h, x0 + w)
+    return out
+
+
+def crop_regions(
+    image: torch.Tensor, size: int | None = None, boxes: dict[str, tuple[int, int, int, int]] | None = None
+) -> torch.Tensor:
+    """Generator(X): C x H x W image -> 5 x C x size x size regions (ru, rm, rl, lu, ll).
+
+    ``boxes`` (top, left, bottom, right) per region, e.g. from :func:`random_region_boxes`;
+    by default the paper's fixed :func:`region_boxes` of the image's lung box.
+    """
     if image.dim() != 3:
         raise ValueError(f"expected a C x H x W image, got shape {tuple(image.shape)}")
     _, h, w = image.shape
     size = size or h
-    box = lung_box(image.detach().cpu().float().numpy())
+    if boxes is None:
+        boxes = region_boxes(lung_box(image.detach().cpu().float().numpy()), h, w)
     crops = []
-    for top, left, bottom, right in region_boxes(box, h, w).values():
+    for top, left, bottom, right in boxes.values():
         crop = image[:, top:bottom, left:right].unsqueeze(0).float()
         crops.append(F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False)[0])
     return torch.stack(crops).to(image.dtype)  # 5 x C x size x size

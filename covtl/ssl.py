@@ -188,6 +188,10 @@ class RegionMoCo(MoCo):
     - ``"eq6"``: eq. (6) per image, then averaged: a1 * mean(Lcons) + a2 * sum(Lra), so the
       region term grows with the batch size (x256 at A's batch). On a toy set at batch 8 and
       lr 0.05 this diverged (tests/test_ssl.py), hence not the default.
+
+    With ``alpha2 = 0`` there is no region task at all: no region classifier, no forward pass
+    of the five regions (``batch["image"]`` may then hold the two views only), and the loss is
+    a1 * MoCo's -- plain MoCo with A's settings, the controlled comparison of A's Table 3.
     """
 
     def __init__(
@@ -196,19 +200,26 @@ class RegionMoCo(MoCo):
         super().__init__(model, **moco)
         if region_term not in ("mean", "eq6"):
             raise ValueError(f"region_term must be 'mean' or 'eq6', got {region_term!r}")
+        if alpha1 < 0 or alpha2 < 0:
+            raise ValueError(f"alpha1 and alpha2 must be >= 0, got {alpha1} and {alpha2}")
         self.alpha1, self.alpha2, self.region_term = alpha1, alpha2, region_term
-        self.region_head = nn.Linear(model.feature_dim, 5)  # shared across the five regions
+        # shared across the five regions; none without a region task (no unused parameters)
+        self.region_head = nn.Linear(model.feature_dim, 5) if alpha2 else None
 
     def region_logits(self, regions: torch.Tensor) -> torch.Tensor:
         """N x 5 x 3 x s x s regions -> N x 5 x 5 logits of the shared region classifier."""
+        if self.region_head is None:
+            raise ValueError("this RegionMoCo has alpha2 = 0 and no region classifier; use alpha2 > 0")
         n, r = regions.shape[:2]
         feats = _split_forward(self.model.forward_features, regions.flatten(0, 1), self.bn_splits)
         return self.region_head(feats).reshape(n, r, -1)
 
     def forward(self, batch: dict) -> torch.Tensor:
-        x_q, x_k, regions = batch["image"][:3]
+        x_q, x_k = batch["image"][:2]
         l_cons, _ = self.contrastive_loss(x_q, x_k)  # N
-        l_ra = region_loss(self.region_logits(regions), reduction="none")  # N
+        if self.region_head is None:  # alpha2 = 0: the five region passes are skipped
+            return self.alpha1 * l_cons.mean()
+        l_ra = region_loss(self.region_logits(batch["image"][2]), reduction="none")  # N
         if self.region_term == "mean":
             return self.alpha1 * l_cons.mean() + self.alpha2 * l_ra.mean()
         per_image = self.alpha1 * l_cons + self.alpha2 * (l_ra + (l_ra.sum() - l_ra))  # eq. (6)

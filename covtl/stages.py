@@ -30,13 +30,12 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .data import datasets as ds
 from .data.cache import DecodedCache
-from .data.transforms import build_transform, build_two_crops, cache_spec
+from .data.transforms import build_region_views, build_transform, build_two_crops, cache_spec
 from .io import write_json_atomic
 from .models import ATTN_MODELS, MODEL_NAMES
 from .profiles import PROFILES, Profile, get_profile
 from .provenance import provenance
 from .recipes import get_recipe, scale_recipe
-from .regions import crop_regions
 from .train import FinishedRunError, TrainConfig, fit, handoff, resolve_device, seed_everything
 
 __all__ = [
@@ -205,11 +204,16 @@ def _fit(task, recipe, tcfg: TrainConfig, *datasets) -> dict[str, Any]:
         return json.loads((Path(tcfg.out_dir) / "metrics.json").read_text())
 
 
-def _finish(cfg: StageConfig, result: dict[str, Any], stage: str, **extra) -> dict[str, Any]:
-    """The stage's record, written to ``metrics.json`` (by rank 0 only under torchrun)."""
+def _finish(cfg: StageConfig, result: dict[str, Any], stage: str, settings: dict[str, Any] | None = None,
+            **extra) -> dict[str, Any]:
+    """The stage's record, written to ``metrics.json`` (by rank 0 only under torchrun).
+
+    ``settings`` are the stage's own parameters beyond :class:`StageConfig` (e.g. SSTL-M's
+    ``region_weight``); they are recorded with the others under ``stage_config``.
+    """
     # the stage's parameters (profile, init, data root, ...) under their own key: the engine's
     # record has a "config" of its own (recipe, seed, arch)
-    record = {"stage": stage, "stage_config": dataclasses.asdict(cfg), **result, **extra}
+    record = {"stage": stage, "stage_config": {**dataclasses.asdict(cfg), **(settings or {})}, **result, **extra}
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()) or \
             torch.distributed.get_rank() == 0:
         write_json_atomic(Path(cfg.out_dir) / "metrics.json", record)
@@ -264,46 +268,63 @@ def _subset_indices(dataset: ds.ImageDataset, indices: list[int], limit: int | N
 
 
 class _SSLViews:
-    """PIL image -> [query, key] (+ the five lobe regions of the un-augmented image, for A)."""
+    """PIL image -> [query, key] (+ the five augmented lobe regions, for A's region task)."""
 
     def __init__(self, stage: str, size: int, regions: bool) -> None:
         self.two = build_two_crops(stage, size)
-        self.plain = build_transform("eval", size, train=False) if regions else None
+        self.regions = build_region_views(stage, size) if regions else None
 
     def __call__(self, image) -> list[torch.Tensor]:
         views = list(self.two(image))
-        if self.plain is not None:
-            views.append(crop_regions(self.plain(image)))  # 5 x 3 x s x s
+        if self.regions is not None:
+            views.append(self.regions(image))  # 5 x 3 x s x s
         return views
 
 
-def ssl_stage(cfg: StageConfig, method: str, recipe_name: str, dataset: str = "covid-ct") -> dict[str, Any]:
+#: A's alpha2 (sec. 6.2), the default region weight of ``ssl_stage``
+REGION_WEIGHT = 0.8
+
+
+def ssl_stage(cfg: StageConfig, method: str, recipe_name: str, dataset: str = "covid-ct", *,
+              region_weight: float = REGION_WEIGHT) -> dict[str, Any]:
     """SSTL-M: self-supervised pretraining (MoCo, SimCLR, rotation or A's region MoCo).
 
     On COVID19-CT only the training split is used and labels are ignored; ``dataset=
     "lung-ct-unlabeled"`` is B's LUNA stage. MoCo's queue is capped below the number of
     training images (STUDY.md, 7); the size used is recorded.
+
+    ``region_weight`` is A's alpha2 for ``a_region_moco`` (A eq. (6)); 0 makes it plain MoCo
+    with A's settings (the regions are then neither cut nor encoded). It is recorded in the
+    stage's ``stage_config``; other methods refuse a non-default value.
     """
     from .ssl import SSL_METHODS, build_ssl
 
+    region = method == "a_region_moco"
+    if not region and region_weight != REGION_WEIGHT:
+        raise ValueError(
+            f"region_weight={region_weight} only applies to method 'a_region_moco' (A's alpha2), "
+            f"got method {method!r}; leave region_weight at {REGION_WEIGHT}"
+        )
+    if region and region_weight < 0:
+        raise ValueError(f"region_weight must be >= 0, got {region_weight}")
     root = resolve_data_root(cfg.data_root)
     recipe = scale_recipe(get_recipe(recipe_name), cfg.profile)
     limits = cfg.data_limits()
-    views = _SSLViews(recipe.augment, recipe.image_size, regions=method == "a_region_moco")
+    views = _SSLViews(recipe.augment, recipe.image_size, regions=region and region_weight > 0)
     folder = ds.locate(root, dataset)
-    if method == "a_region_moco":  # the regions are cut from the eval-resized image: decode files
-        full = ds.load_dataset(dataset, folder, "train", views)
-    else:
-        full = _load(cfg, dataset, folder, "train", recipe.augment, recipe.image_size, True, transform=views)
+    full = _load(cfg, dataset, folder, "train", recipe.augment, recipe.image_size, True, transform=views)
     train = _subset(full, limits["max_train"], cfg.seed)
     model = _build(cfg, 2)
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = {"alpha2": float(region_weight)} if region else {}
     if "moco" in method:
         paper_k = SSL_METHODS[method][1].get("queue_size", 65536)
         overrides["queue_size"] = min(paper_k, max(1, len(train) // 2))
     task = build_ssl(method, model, **overrides)
-    result = _fit(task, recipe, _train_config(cfg, root, 2, dataset=dataset, method=method), train)
-    return _finish(cfg, result, "sstl_m", method=method, dataset=dataset, n_train=len(train),
+    settings = {"method": method, "recipe_name": recipe_name, "dataset": dataset,
+                "region_weight": float(region_weight) if region else None}
+    data = {"dataset": dataset, "method": method, **({"region_weight": float(region_weight)} if region else {})}
+    result = _fit(task, recipe, _train_config(cfg, root, 2, **data), train)
+    return _finish(cfg, result, "sstl_m", settings, method=method, dataset=dataset, n_train=len(train),
                    queue_size=overrides.get("queue_size"))
 
 

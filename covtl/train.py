@@ -268,9 +268,12 @@ def rotate_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class Classification(nn.Module):
     """The supervised task: cross-entropy of ``model`` on the batch's labels.
 
-    With ``rotation_aux`` (B Method 4) each training image is rotated by k * 90 degrees and a
-    4-way rotation head on the same features adds its cross-entropy ("losses for both tasks
-    are added together"); test images are never rotated.
+    With ``rotation_aux`` (B Method 4, sec. IV-E.1) a 4-way rotation head on the same feature
+    extractor adds its cross-entropy ("losses for both tasks are added together"): the CT
+    classifier is trained on the images as they are, and a copy of the batch, each image
+    rotated by k * 90 degrees, feeds the rotation head only. Test images are never rotated,
+    so the classifier trains on what it is tested on. ``classify_rotated=True`` is the other
+    reading of B's text (one rotated batch feeds both heads, as before), kept for comparison.
 
     Every task module of covtl has this shape: ``forward(batch) -> loss`` and the network
     to evaluate and hand on in ``self.model``.
@@ -278,19 +281,23 @@ class Classification(nn.Module):
 
     full_batches = False  # every labelled image is seen each epoch (see _drop_last)
 
-    def __init__(self, model: nn.Module, rotation_aux: bool = False) -> None:
+    def __init__(self, model: nn.Module, rotation_aux: bool = False, classify_rotated: bool = False) -> None:
         super().__init__()
+        if classify_rotated and not rotation_aux:
+            raise ValueError("classify_rotated=True needs rotation_aux=True (there is no rotated batch without it)")
         self.model = model
         self.rotation_head = nn.Linear(model.feature_dim, 4) if rotation_aux else None
+        self.classify_rotated = classify_rotated
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         x, y = batch["image"], batch["label"]
         if self.rotation_head is None:
             return nn.functional.cross_entropy(self.model(x), y)
-        x, k = rotate_batch(x)
-        feats = self.model.forward_features(x)  # N x D
+        x_rot, k = rotate_batch(x)
+        rot_feats = self.model.forward_features(x_rot)  # N x D, rotated copies
+        feats = rot_feats if self.classify_rotated else self.model.forward_features(x)  # N x D
         return nn.functional.cross_entropy(self.model.forward_head(feats), y) + nn.functional.cross_entropy(
-            self.rotation_head(feats), k
+            self.rotation_head(rot_feats), k
         )
 
 

@@ -16,7 +16,8 @@
 # The self-supervised stage of both papers: MoCo (paper B's Self-Trans; `moco_v2`), SimCLR,
 # rotation prediction, or paper A's method (`a_region_moco`: MoCo plus the lung-lobe region
 # task). Labels are never used. `dataset` is `covid-ct` (its training split) or
-# `lung-ct-unlabeled` (paper B's LUNA stage).
+# `lung-ct-unlabeled` (paper B's LUNA stage). `region_weight` is paper A's alpha2 for
+# `a_region_moco`; at 0 the region task is skipped and the run is plain MoCo under A's recipe.
 #
 # Run it with papermill, e.g.
 # `papermill notebooks/sstl_m.ipynb out.ipynb -p profile quick` after `jupytext --to ipynb notebooks/sstl_m.py`,
@@ -34,6 +35,7 @@ device: str = ""  # empty: CUDA if available, else CPU; or e.g. cpu, cuda:1
 method: str = "a_region_moco"  # moco_v1 | moco_v2 | a_region_moco | simclr | rotation
 recipe: str = "a_sstl_m"  # optimiser recipe (covtl.recipes.RECIPES)
 dataset: str = "covid-ct"  # covid-ct | lung-ct-unlabeled
+region_weight: float = 0.8  # A's alpha2 (a_region_moco only); 0: plain MoCo with A's settings
 
 # %%
 from covtl.report import show
@@ -44,7 +46,7 @@ cfg = StageConfig(profile=profile, data_root=data_root, seed=seed, backbone=back
 cfg
 
 # %%
-result = ssl_stage(cfg, method, recipe, dataset)
+result = ssl_stage(cfg, method, recipe, dataset, region_weight=region_weight)
 
 # %% [markdown]
 # ## Result

@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import PolynomialFeatures, StandardScaler
 from toy import ToyImages, ToyViews, toy_ct_slice
 
+from covtl.data import synth
+from covtl.data.transforms import build_region_views, build_transform
 from covtl.losses import info_nce, nt_xent, region_loss
 from covtl.models import build_model
 from covtl.recipes import get_recipe
@@ -146,6 +153,87 @@ def test_five_crops_lie_inside_the_lung_box_of_a_ct_slice():
 def test_lung_box_falls_back_to_the_centre_when_there_are_no_lungs():
     box = lung_box(np.ones((3, 40, 40), dtype=np.float32))
     assert not box.found and (box.top, box.left, box.bottom, box.right) == (4, 4, 36, 36)
+
+
+@pytest.fixture(scope="module")
+def ct_slices() -> list[Image.Image]:
+    """Synthetic CT slices of varied anatomy (covtl.data.synth), as the datasets store them."""
+    rng = np.random.default_rng(0)
+    slices = []
+    for i in range(60):
+        patient = synth.sample_ct_patient(rng, ("normal", "covid", "lobar")[i % 3], size=96)
+        sl = synth.render_ct_slice(rng, patient, level=rng.uniform(0.3, 0.8))
+        slices.append(Image.fromarray(sl.image).convert("RGB"))
+    return slices
+
+
+def shape_features(boxes: dict, side: int) -> list[list[float]]:
+    """Per region box (top, left, bottom, right): log aspect ratio and log area relative to the image."""
+    return [[math.log((r - left) / (b - t)), math.log((b - t) * (r - left) / side**2)]
+            for t, left, b, r in boxes.values()]
+
+
+def held_out_accuracy(features: list, labels: list) -> float:
+    """Accuracy of a multinomial logistic regression (quadratic in the features) on a held-out third."""
+    x_tr, x_te, y_tr, y_te = train_test_split(np.array(features), np.array(labels), test_size=1 / 3,
+                                              random_state=0, stratify=labels)
+    clf = make_pipeline(PolynomialFeatures(2), StandardScaler(), LogisticRegression(max_iter=5000))
+    return clf.fit(x_tr, y_tr).score(x_te, y_te)
+
+
+def test_fixed_region_crops_give_the_region_away_by_their_shape(ct_slices):
+    """The shortcut: the paper's five boxes, cut from the un-augmented image, differ in shape."""
+    plain = build_transform("eval", 64, train=False)  # the image the regions used to be cut from
+    features, labels = [], []
+    for image in ct_slices:
+        x = plain(image)
+        features += shape_features(region_boxes(lung_box(x.numpy()), 64, 64), 64)
+        labels += list(range(5))
+    assert held_out_accuracy(features, labels) > 0.6  # chance: 0.2
+
+
+@pytest.mark.parametrize("stage", ["a_sstl_m", "a_sstl_m_literal"])
+def test_augmented_region_crops_do_not_give_the_region_away(ct_slices, stage):
+    """A's region task as covtl trains it: the shape of a crop's source box says nothing of its region."""
+    views = build_region_views(stage, 64)
+    torch.manual_seed(0)
+    features, labels = [], []
+    for image in ct_slices:
+        for _ in range(3):
+            crops, boxes = views.sample(image)
+            features += shape_features(boxes, views.base.size)
+            labels += list(range(5))
+    assert crops.shape == (5, 3, 64, 64)
+    assert held_out_accuracy(features, labels) < 0.35  # chance: 0.2
+
+
+def test_region_moco_without_region_weight_is_scaled_moco():
+    """alpha2 = 0: the regions are never encoded and the loss is alpha1 times MoCo's."""
+    batch = ToyViews(4)
+    views = [torch.stack([batch[i]["image"][v] for i in range(4)]) for v in range(2)]
+    torch.manual_seed(0)
+    plain = MoCo(build_model("crnet", num_classes=2), dim=4, queue_size=8)
+    torch.manual_seed(0)
+    ours = RegionMoCo(build_model("crnet", num_classes=2), dim=4, queue_size=8, alpha1=0.8, alpha2=0.0)
+    assert ours.region_head is None  # no region classifier: no unused parameters under DDP
+    encoded = []
+    features = ours.model.forward_features
+
+    def counting(x):
+        encoded.append(x.shape[0])
+        return features(x)
+
+    ours.model.forward_features = counting
+    torch.manual_seed(1)
+    expected = plain({"image": views})
+    torch.manual_seed(1)
+    loss = ours({"image": views})  # the two views only: the pipeline cuts no regions at weight 0
+    torch.testing.assert_close(loss, 0.8 * expected)
+    assert sum(encoded) == 4  # the queries only; no 4 x 5 region crops
+    with pytest.raises(ValueError, match="alpha2 = 0"):
+        ours.region_logits(torch.zeros(1, 5, 3, 32, 32))
+    with pytest.raises(ValueError, match="alpha1 and alpha2 must be >= 0"):
+        RegionMoCo(build_model("crnet", num_classes=2), dim=4, queue_size=8, alpha2=-1.0)
 
 
 @pytest.mark.parametrize("region_term", ["eq6", "mean"])

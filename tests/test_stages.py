@@ -27,7 +27,8 @@ def _run(stage, tmp_path, name: str, cache: bool, root, *args):
     (finetune_stage, ("b_transfer",)),
     (supervised_source_stage, ("covidx", "a_stl_m")),
     (ssl_stage, ("moco_v2", "b_moco")),
-], ids=["finetune-a", "finetune-b", "stl_m", "moco_v2"])
+    (ssl_stage, ("a_region_moco", "a_sstl_m")),
+], ids=["finetune-a", "finetune-b", "stl_m", "moco_v2", "region_moco"])
 def test_decoded_cache_gives_the_same_run(stage, args, tiny_root, tmp_path, monkeypatch):
     monkeypatch.setenv("COVTL_CACHE", str(tmp_path / "cache"))
     uncached = _run(stage, tmp_path, "files", False, tiny_root, *args)
@@ -38,3 +39,18 @@ def test_decoded_cache_gives_the_same_run(stage, args, tiny_root, tmp_path, monk
     assert losses[0] == losses[1]
     if "test" in uncached:
         assert json.dumps(uncached["test"], sort_keys=True) == json.dumps(cached["test"], sort_keys=True)
+
+
+def test_region_weight_is_a_region_moco_setting_and_is_recorded(tiny_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("COVTL_CACHE", str(tmp_path / "cache"))
+    cfg = StageConfig(profile="smoke", data_root=str(tiny_root), out_dir=str(tmp_path / "other"))
+    with pytest.raises(ValueError, match="region_weight=0.0 only applies to method 'a_region_moco'"):
+        ssl_stage(cfg, "moco_v1", "a_moco", region_weight=0.0)
+    with pytest.raises(ValueError, match="region_weight must be >= 0"):
+        ssl_stage(cfg, "a_region_moco", "a_sstl_m", region_weight=-0.5)
+    cfg = StageConfig(profile="smoke", data_root=str(tiny_root), out_dir=str(tmp_path / "controlled"))
+    result = ssl_stage(cfg, "a_region_moco", "a_sstl_m", region_weight=0.0)
+    saved = json.loads((tmp_path / "controlled" / "metrics.json").read_text())
+    assert saved["stage_config"]["region_weight"] == result["stage_config"]["region_weight"] == 0.0
+    assert saved["stage_config"]["method"] == "a_region_moco" and saved["stage_config"]["profile"] == "smoke"
+    assert saved["provenance"]["data"]["region_weight"] == 0.0

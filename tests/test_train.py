@@ -224,6 +224,56 @@ def test_rotation_auxiliary_task_trains_jointly(tmp_path):
     assert not any(k.startswith("rotation") for k in ckpt["model"])
 
 
+class _RecordingNet(torch.nn.Module):
+    """A stub network that records the images its feature extractor and head receive."""
+
+    feature_dim = 3
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 2)
+        self.seen: list[tuple[str, torch.Tensor]] = []
+
+    def forward_features(self, x):
+        self.seen.append(("features", x.detach().clone()))
+        return x[:, :, 0, 0]  # N x 3: the top-left pixels, which a rotation moves
+
+    def forward_head(self, feats):
+        self.seen.append(("head", feats.detach().clone()))
+        return self.fc(feats)
+
+
+def test_rotation_auxiliary_task_classifies_the_unrotated_images():
+    """B Method 4: the CT classifier sees the images as they are, the rotation head rotated copies."""
+    from covtl.train import Classification, rotate_batch
+
+    x = torch.arange(4 * 3 * 5 * 5, dtype=torch.float32).reshape(4, 3, 5, 5)
+    y = torch.tensor([0, 1, 0, 1])
+    net = _RecordingNet()
+    task = Classification(net, rotation_aux=True)
+    torch.manual_seed(0)
+    rotated, k = rotate_batch(x)
+    assert not torch.equal(rotated, x)  # at least one image is rotated under this seed
+    torch.manual_seed(0)
+    loss = task({"image": x, "label": y})
+    inputs = [t for kind, t in net.seen if kind == "features"]
+    assert len(inputs) == 2 and any(torch.equal(t, x) for t in inputs) and any(torch.equal(t, rotated) for t in inputs)
+    head = [t for kind, t in net.seen if kind == "head"]
+    assert len(head) == 1 and torch.equal(head[0], x[:, :, 0, 0])  # classifier: unrotated features
+    rot_feats = rotated[:, :, 0, 0]  # rotation head: features of the rotated copies
+    expected = torch.nn.functional.cross_entropy(net.fc(x[:, :, 0, 0]), y) + \
+        torch.nn.functional.cross_entropy(task.rotation_head(rot_feats), k)
+    torch.testing.assert_close(loss, expected)
+    # the other reading of B's text: one rotated batch feeds both heads
+    net.seen.clear()
+    literal = Classification(net, rotation_aux=True, classify_rotated=True)
+    torch.manual_seed(0)
+    literal({"image": x, "label": y})
+    assert [kind for kind, _ in net.seen] == ["features", "head"] and torch.equal(net.seen[0][1], rotated)
+    with pytest.raises(ValueError, match="classify_rotated=True needs rotation_aux=True"):
+        Classification(net, classify_rotated=True)
+
+
 def test_handoff_replaces_exactly_the_head(tmp_path):
     source = build_model("resnet18", num_classes=3, n_attn=1)
     path = tmp_path / "stl_m.pt"

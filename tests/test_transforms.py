@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -10,14 +12,16 @@ from torchvision.transforms import v2
 
 from covtl.data.transforms import (
     IMAGENET_MEAN,
+    REGION_RATIO,
     STAGES,
     TwoCrops,
+    build_region_views,
     build_transform,
     build_two_crops,
     cache_spec,
 )
 
-SSL_STAGES = ("a_sstl_m", "a_moco_v1", "a_simclr", "b_moco_v2")
+SSL_STAGES = ("a_sstl_m", "a_sstl_m_literal", "a_moco_v1", "a_simclr", "b_moco_v2")
 
 
 @pytest.fixture(scope="module")
@@ -156,13 +160,54 @@ def test_blur_sigma_scales_with_image_size() -> None:
     assert blur.sigma == pytest.approx([0.05, 1.0])
 
 
-def test_a_sstl_m_values_match_paper() -> None:
-    # A sec. 6.2: 256 -> random 224 crop; jitter, flip, grayscale each with p = 0.5
+def test_a_sstl_m_is_mocos_scheme_by_default() -> None:
+    # A sec. 6.2: SSTL-M follows "the same data augmentation scheme as in [26]" (MoCo v1)
+    assert STAGES["a_sstl_m"] == dataclasses.replace(STAGES["a_moco_v1"], source=STAGES["a_sstl_m"].source)
     t = build_transform("a_sstl_m", 224)
+    crop, _ = _step(t, v2.RandomResizedCrop)
+    assert crop.scale == (0.2, 1.0) and crop.size == (224, 224)
+    jitter, _ = _step(t, v2.ColorJitter)
+    assert jitter.brightness == (0.6, 1.4) and jitter.hue == (-0.4, 0.4)
+    assert _step(t, v2.RandomGrayscale)[0].p == 0.2
+    assert _step(t, v2.RandomHorizontalFlip)[0].p == 0.5
+    assert not any(isinstance(step, v2.RandomCrop) for step in t.transforms)
+
+
+def test_a_sstl_m_literal_values_match_paper() -> None:
+    # A sec. 6.2 as worded: 256 -> random 224 crop; jitter, flip, grayscale each with p = 0.5
+    t = build_transform("a_sstl_m_literal", 224)
     assert _step(t, v2.RandomCrop)[0].size == (224, 224)
     assert _step(t, v2.ColorJitter)[1].p == 0.5
     assert _step(t, v2.RandomHorizontalFlip)[0].p == 0.5
     assert _step(t, v2.RandomGrayscale)[0].p == 0.5
+    # A's fine-tuning uses "the same" augmentation, read literally
+    assert dataclasses.replace(STAGES["a_finetune"], source="") == dataclasses.replace(
+        STAGES["a_sstl_m_literal"], source="")
+
+
+@pytest.mark.parametrize("stage", SSL_STAGES)
+def test_region_views_are_five_random_augmented_crops(stage: str, image: Image.Image) -> None:
+    views = build_region_views(stage, 32)
+    torch.manual_seed(0)
+    first, boxes = views.sample(image)
+    assert first.shape == (5, 3, 32, 32) and first.dtype == torch.float32 and torch.isfinite(first).all()
+    side = views.base.size
+    assert list(boxes) == ["ru", "rm", "rl", "lu", "ll"]
+    assert all(0 <= t < b <= side and 0 <= left < r <= side for t, left, b, r in boxes.values())
+    torch.manual_seed(0)
+    assert torch.equal(first, views(image))  # seeded by torch's global generator, like the transforms
+    assert not torch.equal(first, views(image))
+    recipe = STAGES[stage]
+    if recipe.crop == "random_resized":
+        assert views.scale == recipe.crop_scale and views.ratio == REGION_RATIO
+    else:  # a fixed-size crop: square boxes of the image crop's area fraction
+        assert views.ratio == (1.0, 1.0) and views.scale[0] == views.scale[1] == pytest.approx((32 / side) ** 2)
+        assert all(b - t == r - left for t, left, b, r in boxes.values())
+
+
+def test_region_views_need_a_training_stage() -> None:
+    with pytest.raises(ValueError, match="region views need a training stage, got 'eval'"):
+        build_region_views("eval", 32)
 
 
 def test_moco_v1_puts_grayscale_before_jitter() -> None:

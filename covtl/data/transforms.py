@@ -14,9 +14,12 @@ Stages (``STAGES``; ``build_transform(stage, s, train)``):
                         224 crop, horizontal flip p=0.5
 ``a_stl_m``             A sec. 6.2 STL-M (COVIDx): translation, rotation, horizontal flip and
                         intensity shift, each with p=0.5 (magnitudes from COVID-Net, see below)
-``a_sstl_m``            A sec. 6.2 SSTL-M ("as in [26]", MoCo): 256, random 224 crop, then
-                        colour jitter, horizontal flip and grayscale, each with p=0.5
-``a_finetune``          A sec. 6.2 fine-tuning: "the same" augmentation as SSTL-M
+``a_sstl_m``            A sec. 6.2 SSTL-M: "the same data augmentation scheme as in [26]", i.e.
+                        MoCo v1's pipeline (the values of ``a_moco_v1``; default, see below)
+``a_sstl_m_literal``    A sec. 6.2 SSTL-M as its next sentence words it: 256, random 224 crop,
+                        then colour jitter, horizontal flip and grayscale, each with p=0.5
+``a_finetune``          A sec. 6.2 fine-tuning: "the same" augmentation as SSTL-M, read
+                        literally (the values of ``a_sstl_m_literal``)
 ``a_moco_v1``           A sec. 6.4 (Table 3) MoCo baseline "with the hyperparameters of [26]"
 ``a_simclr``            A sec. 6.4 (Table 3) SimCLR baseline "with the hyperparameters of [28]"
 ``b_supervised``        B sec. IV-B: random crop with scale 0.5, horizontal flip, colour jitter
@@ -24,6 +27,21 @@ Stages (``STAGES``; ``build_transform(stage, s, train)``):
 ``b_moco_v2``           B sec. IV-E-2: MoCo v2 set (Self-Trans and LUNA self-supervision)
 ``eval``                A sec. 6.2 inference: resize to 256, centre 224 crop (``train`` ignored)
 ======================  =======================================================================
+
+**SSTL-M: MoCo's scheme, not the literal sentence.** A sec. 6.2 says SSTL-M follows "the same
+data augmentation scheme as in [26]" (MoCo v1) and then words it as a resize to 256 and a random
+224 crop. Two such crops of one image are shifted by at most 32 px each way and share about 90%
+of their pixels (expected overlap), which makes the two views of a contrastive pair nearly the
+same image; MoCo's own scheme (random resized crop of area (0.2, 1), grayscale, colour jitter,
+flip) is what [26] uses and what the sentence cites, so it is ``a_sstl_m``'s default. The literal
+pipeline is kept as ``a_sstl_m_literal``. Fine-tuning keeps the literal crop (``a_finetune``).
+
+**Regions (A's region task).** :class:`RegionViews` turns an image into its five lobe regions
+for A's region MoCo: each region gets a random resized crop whose size and aspect ratio do not
+depend on the region (:func:`covtl.regions.random_region_boxes`), then the stage's photometric
+steps (colour jitter, grayscale, blur), as A sec. 6.2 treats the regions like the images. No
+horizontal flip: a flipped right-lung crop looks like a left-lung one, which would contradict
+the side the region label encodes.
 
 With ``train=False`` a stage gives its paper's evaluation transform: A's (resize to 256,
 centre 224 crop, sec. 6.2) or B's (the whole CT image resized to 224x224, sec. IV-A; the
@@ -42,6 +60,7 @@ difference of a fixed affine map of the input, recorded here, not reproduced.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -49,6 +68,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from ..regions import crop_regions, lung_box, random_region_boxes
 from .cache import RESIZE_METHODS, resize_image
 
 __all__ = [
@@ -58,7 +78,9 @@ __all__ = [
     "STAGES",
     "BaseResize",
     "Recipe",
+    "RegionViews",
     "TwoCrops",
+    "build_region_views",
     "build_transform",
     "build_two_crops",
     "cache_spec",
@@ -122,16 +144,18 @@ _A_STL_M = Recipe(
 # A sec. 6.2: SSTL-M "follow[s] the same data augmentation scheme as in [26]. [...] scaled to
 # 256 and a patch with spatial sizes 224 is randomly cropped [...] Then color jittering,
 # horizontal flip, and grayscale conversion are performed randomly with a probability of 0.5."
-# A gives no jitter strength; [26] (MoCo v1, He et al. 2020) uses ColorJitter(0.4, 0.4, 0.4, 0.4).
-_A_SSTL_M = Recipe(
-    source="Liu & Ji 2021 (A), sec. 6.2, SSTL-M; jitter strength from MoCo v1 [26]",
+# The literal reading: A gives no jitter strength; [26] (MoCo v1, He et al. 2020) uses
+# ColorJitter(0.4, 0.4, 0.4, 0.4). Its two views nearly coincide (module docstring).
+_A_SSTL_M_LITERAL = Recipe(
+    source="Liu & Ji 2021 (A), sec. 6.2, SSTL-M as worded; jitter strength from MoCo v1 [26]",
     p_flip=0.5, jitter=(0.4, 0.4, 0.4, 0.4), p_jitter=0.5, p_gray=0.5,
 )
 
 # A sec. 6.2: fine-tuning on COVID19-CT: "The data augmentation scheme is also the same during
 # training. During inference, the center-cropped patch with size 224 for each image is used".
+# Read literally (256, random 224 crop): the values of _A_SSTL_M_LITERAL.
 _A_FINETUNE = Recipe(
-    source="Liu & Ji 2021 (A), sec. 6.2, fine-tuning (same as SSTL-M)",
+    source="Liu & Ji 2021 (A), sec. 6.2, fine-tuning (same as SSTL-M, as worded)",
     p_flip=0.5, jitter=(0.4, 0.4, 0.4, 0.4), p_jitter=0.5, p_gray=0.5,
 )
 
@@ -142,6 +166,12 @@ _A_MOCO_V1 = Recipe(
     source="Liu & Ji 2021 (A), sec. 6.2/6.4: MoCo v1 baseline, values of He et al. 2020 [26]",
     crop="random_resized", crop_scale=(0.2, 1.0),
     p_flip=0.5, jitter=(0.4, 0.4, 0.4, 0.4), p_jitter=1.0, p_gray=0.2, gray_before_jitter=True,
+)
+
+# A sec. 6.2: SSTL-M follows "the same data augmentation scheme as in [26]": MoCo v1's pipeline
+# (the default; the module docstring says why the literal sentence is not).
+_A_SSTL_M = dataclasses.replace(
+    _A_MOCO_V1, source="Liu & Ji 2021 (A), sec. 6.2, SSTL-M: the scheme of [26] (MoCo v1, He et al. 2020)"
 )
 
 # A sec. 6.2 and 6.4 (Table 3): the SimCLR baseline with the values of [28] (Chen et al. 2020,
@@ -188,6 +218,7 @@ STAGES: dict[str, Recipe] = {
     "a_stl_n": _A_STL_N,
     "a_stl_m": _A_STL_M,
     "a_sstl_m": _A_SSTL_M,
+    "a_sstl_m_literal": _A_SSTL_M_LITERAL,
     "a_finetune": _A_FINETUNE,
     "a_moco_v1": _A_MOCO_V1,
     "a_simclr": _A_SIMCLR,
@@ -339,7 +370,68 @@ def build_transform(stage: str, image_size: int, train: bool = True) -> Callable
 def build_two_crops(stage: str, image_size: int) -> TwoCrops:
     """``TwoCrops`` of the training transform of ``stage``: ``image -> (query, key)`` tensors.
 
-    Meant for the contrastive stages (``a_sstl_m``, ``a_moco_v1``, ``a_simclr``,
-    ``b_moco_v2``).
+    Meant for the contrastive stages (``a_sstl_m``, ``a_sstl_m_literal``, ``a_moco_v1``,
+    ``a_simclr``, ``b_moco_v2``).
     """
     return TwoCrops(build_transform(stage, image_size, train=True))
+
+
+#: aspect-ratio range (width / height) of every region crop: RandomResizedCrop's default, the
+#: same for all five regions (the regions' own shapes must not show through the resize)
+REGION_RATIO = (3 / 4, 4 / 3)
+
+
+class RegionViews:
+    """PIL image -> 5 x 3 x s x s augmented lobe regions (ru, rm, rl, lu, ll): A's region task.
+
+    The image goes through the stage's deterministic first resize (the image the two views are
+    cropped from; a no-op on a decoded cache built with :func:`cache_spec`), the lungs are
+    located on it, and each region is cut by a random resized crop
+    (:func:`covtl.regions.random_region_boxes`) and resized to ``s x s``. The crop follows the
+    stage's image crop: ``random_resized`` uses its area range, a fixed-size ``random`` crop a
+    square of the same area fraction (``(s / resize) ** 2``), ``none`` the mean region area.
+    Then each crop gets its own draw of the stage's photometric steps (colour jitter,
+    grayscale, blur), and ImageNet normalisation. Randomness comes from torch's global
+    generator, like :func:`build_transform`.
+    """
+
+    def __init__(self, stage: str, image_size: int) -> None:
+        recipe = _check(stage, image_size)
+        if stage in _ALWAYS_EVAL:
+            raise ValueError(f"region views need a training stage, got {stage!r}")
+        self.size = image_size
+        self.base = BaseResize(*cache_spec(stage, image_size, train=True))
+        if recipe.crop == "random_resized":
+            self.scale, self.ratio = recipe.crop_scale, REGION_RATIO
+        elif recipe.crop == "random":
+            fraction = (image_size / self.base.size) ** 2
+            self.scale, self.ratio = (fraction, fraction), (1.0, 1.0)
+        else:
+            self.scale, self.ratio = (1.0, 1.0), (1.0, 1.0)
+        self.photometric = v2.Compose(_photometric(recipe, image_size))
+        self.to_tensor = v2.Compose(_to_tensor()[:2])  # PIL -> float in [0, 1]
+        self.normalize = v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+
+    def sample(self, image: Image.Image) -> tuple[torch.Tensor, dict[str, tuple[int, int, int, int]]]:
+        """The 5 x 3 x s x s regions and the boxes (top, left, bottom, right) they were cut from.
+
+        Box pixels are in the resized image (``self.base.size`` square).
+        """
+        x = self.to_tensor(self.base(image))  # 3 x S x S in [0, 1]
+        _, h, w = x.shape
+        boxes = random_region_boxes(lung_box(x.numpy()), h, w, scale=self.scale, ratio=self.ratio)
+        crops = crop_regions(x, self.size, boxes=boxes)  # 5 x 3 x s x s
+        crops = torch.stack([self.normalize(self.photometric(c)) for c in crops])
+        return crops, boxes
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.sample(image)[0]
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(size={self.size}, base={self.base!r}, scale={self.scale}, "
+                f"ratio={self.ratio}, photometric={self.photometric!r})")
+
+
+def build_region_views(stage: str, image_size: int) -> RegionViews:
+    """:class:`RegionViews` of the training pipeline of ``stage``: image -> 5 x 3 x s x s regions."""
+    return RegionViews(stage, image_size)
