@@ -520,6 +520,10 @@ def fit(
         )
     t0 = time.perf_counter()
     show = _show_progress(cfg.progress) and rank == 0
+    # where the wall time goes (this process's epochs): waiting for batches (decoding and
+    # augmentation), training steps, validation, checkpoints, test scoring; a measurement, kept
+    # out of the history so that results stay comparable across runs
+    timing = dict.fromkeys(("data_s", "step_s", "val_s", "checkpoint_s", "test_s"), 0.0)
     for epoch in range(start_epoch, recipe.epochs):
         # every epoch's randomness (augmentation, dropout, rotations) from (seed, epoch) alone
         seed_everything(_epoch_seed(cfg.seed, epoch))
@@ -528,9 +532,12 @@ def fit(
         total, n_seen = 0.0, 0
         lrs: list[float] = []
         bar = tqdm(loader, disable=not show, leave=False, desc=f"epoch {epoch + 1}/{recipe.epochs}")
+        mark = time.perf_counter()
         for step, batch in enumerate(bar):
             if recipe.max_steps_per_epoch and step >= recipe.max_steps_per_epoch:
                 break
+            got = time.perf_counter()
+            timing["data_s"] += got - mark
             batch = _to_device(batch, device)
             with _autocast(device):
                 loss = net(batch)
@@ -550,17 +557,24 @@ def fit(
             total += float(loss.detach()) * n
             n_seen += n
             bar.set_postfix(loss=f"{total / n_seen:.4f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
+            mark = time.perf_counter()
+            timing["step_s"] += mark - got
         record = {"epoch": epoch, "train_loss": total / max(n_seen, 1), "lr": lrs[0] if lrs else 0.0,
                   "lr_min": min(lrs, default=0.0), "steps": len(lrs), "images": n_seen}
         if rank == 0 and val_set is not None:
+            t_val = time.perf_counter()
             val_loader = _loader(val_set, recipe, cfg, epoch, False, 1, 0)
             val = _val_metrics(predict(model, val_loader, device))
             record.update(val)
+            timing["val_s"] += time.perf_counter() - t_val
             if (val["val_acc"], -val["val_loss"]) > (best["val_acc"], -best["val_loss"]):
                 best = {"epoch": epoch, **val}
+                t_ckpt = time.perf_counter()
                 save_checkpoint(out / "best.pt", {"model": model.state_dict(), "arch": cfg.arch,
                                                   "epoch": epoch, "config": run_config})
+                timing["checkpoint_s"] += time.perf_counter() - t_ckpt
         history.append(record)
+        t_ckpt = time.perf_counter()
         if rank == 0:
             save_checkpoint(last_path, {
                 "version": CHECKPOINT_VERSION, "model": model.state_dict(),
@@ -571,9 +585,11 @@ def fit(
                 "provenance": provenance(seed=cfg.seed, device=str(device), data=cfg.data),
             })
             write_json_atomic(out / "history.json", history)
+        timing["checkpoint_s"] += time.perf_counter() - t_ckpt
         if world > 1:
             dist.barrier()
     train_time = time.perf_counter() - t0
+    t_test = time.perf_counter()
 
     result: dict[str, Any] = {"config": run_config, "history": history, "best_val": best}
     if rank == 0 and test_set is not None:
@@ -586,6 +602,8 @@ def fit(
             preds["best_val"] = predict(best_model, test_loader, device)
         result["test"] = {k: score(p, cfg.n_boot, cfg.seed) for k, p in preds.items()}
         _write_predictions(out / "predictions.csv", preds)
+    timing["test_s"] = time.perf_counter() - t_test
+    result["timing"] = {k: round(v, 3) for k, v in timing.items()}
     result["provenance"] = provenance(seed=cfg.seed, device=str(device), data=cfg.data,
                                       train_time_s=round(train_time, 2), world_size=world)
     if rank == 0:

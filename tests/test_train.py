@@ -166,6 +166,10 @@ def test_training_writes_a_complete_record_and_learns(tmp_path):
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["history"] == result["history"] and len(saved["history"]) == 4
     assert saved["history"][-1]["train_loss"] < saved["history"][0]["train_loss"]
+    # where the wall time went, kept out of the history (which must compare equal across runs)
+    assert set(saved["timing"]) == {"data_s", "step_s", "val_s", "checkpoint_s", "test_s"}
+    assert saved["timing"]["step_s"] > 0 and min(saved["timing"].values()) >= 0
+    assert not any(k.endswith("_s") for h in saved["history"] for k in h)
     test = saved["test"]["last"]
     assert set(test["covid_positive"]) == {"accuracy", "precision", "recall", "f1", "auc"}
     assert test["n_images"] == 10 and test["n_patients"] == 5
