@@ -22,6 +22,7 @@ id) and ``path``, as :mod:`covtl.data.datasets` does.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import math
@@ -29,7 +30,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 from tqdm import tqdm
 
 from .io import write_json_atomic
@@ -52,8 +53,10 @@ __all__ = [
     "TrainConfig",
     "fit",
     "handoff",
+    "launch_env",
     "load_checkpoint",
     "resolve_device",
+    "resolve_num_workers",
     "save_checkpoint",
     "seed_everything",
     "steps_per_epoch",
@@ -77,7 +80,9 @@ class TrainConfig:
         arch: how the model was built (``name``, ``n_attn``, ``num_classes``); stored in
             checkpoints so a mismatched architecture is refused on load.
         device: ``None`` = CUDA if available, else CPU.
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes; ``-1`` = auto (:func:`resolve_num_workers`).
+            Results do not depend on it: each sample's augmentation is seeded from
+            (seed, epoch, index).
         data: a description/fingerprint of the data, kept in the provenance.
         overwrite: replace a finished run in ``out_dir``.
         n_boot: bootstrap resamples for the test-set intervals.
@@ -121,6 +126,66 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
+def resolve_num_workers(num_workers: int, device: torch.device | str, environ: dict[str, str] | None = None,
+                        cores: int | None = None) -> int:
+    """DataLoader worker processes: ``num_workers``, or for ``-1`` (auto) 0 on CPU and
+    ``min(8, cores // jobs)`` on CUDA.
+
+    On CPU the training step already uses every core (and ``covtl study`` runs several
+    notebooks at once), so decoding stays in the main process; on CUDA the GPU waits for the
+    data, so the cores this notebook may use (``jobs`` = notebooks at once, ``COVTL_JOBS`` as
+    set by ``covtl study``) decode in parallel.
+    """
+    if num_workers < -1:
+        raise ValueError(f"num_workers must be -1 (auto), 0 (main process) or more, got {num_workers}")
+    if num_workers >= 0:
+        return num_workers
+    if torch.device(device).type != "cuda":
+        return 0
+    environ = os.environ if environ is None else environ
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    jobs = max(1, int(environ.get("COVTL_JOBS", 1)))
+    return min(8, cores // jobs)
+
+
+def _sample_seed(seed: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+class _SeededSamples(Dataset):
+    """``ds[i]`` with its randomness (augmentation) drawn from ``(seed, i)`` alone.
+
+    Before each read, Python's, NumPy's and torch's CPU generators are seeded from the epoch's
+    seed and the sample's index, so a sample's augmentation does not depend on which process
+    reads it, nor in which order: a run gives the same numbers for any ``num_workers``. In the
+    main process (``num_workers=0``) the generators are restored after the read, so the
+    training step's own randomness (dropout, rotations) is the same stream as with workers.
+    """
+
+    def __init__(self, ds: Dataset, seed: int) -> None:
+        self.ds, self.seed = ds, seed
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, index: int) -> Any:
+        s = _sample_seed(self.seed, index)
+        saved = None
+        if get_worker_info() is None:
+            saved = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+        random.seed(s)
+        np.random.seed(s)
+        torch.default_generator.manual_seed(s)
+        try:
+            return self.ds[index]
+        finally:
+            if saved is not None:
+                random.setstate(saved[0])
+                np.random.set_state(saved[1])
+                torch.random.set_rng_state(saved[2])
+
+
 def _seed_worker(worker_id: int) -> None:  # DataLoader workers: derive from torch's per-worker seed
     s = torch.initial_seed() % 2**32
     np.random.seed(s)
@@ -134,12 +199,59 @@ def _show_progress(flag: bool | None) -> bool:
     return sys.stderr.isatty() and not os.environ.get("CI") and not in_papermill
 
 
+def launch_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's place in a multi-process run: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``.
+
+    - under ``torchrun`` (``WORLD_SIZE`` set): its variables, as they are;
+    - under SLURM's ``srun`` without torchrun (``SLURM_PROCID`` and more than one task, from
+      ``SLURM_STEP_NUM_TASKS`` or ``SLURM_NTASKS``): mapped from ``SLURM_PROCID``,
+      ``SLURM_NTASKS`` and ``SLURM_LOCALID``; ``MASTER_ADDR`` and ``MASTER_PORT`` must be set
+      (the first node's host name and a free port), otherwise a ``ValueError`` says so -- the
+      tasks must never all act as rank 0 and write the same folder;
+    - otherwise ``{}``: one process.
+    """
+    environ = os.environ if environ is None else environ
+    if "WORLD_SIZE" in environ:
+        return {"RANK": environ.get("RANK", "0"), "WORLD_SIZE": environ["WORLD_SIZE"],
+                "LOCAL_RANK": environ.get("LOCAL_RANK", "0")}
+    ntasks = int(environ.get("SLURM_STEP_NUM_TASKS") or environ.get("SLURM_NTASKS") or 1)
+    if "SLURM_PROCID" not in environ or ntasks <= 1:
+        return {}
+    missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if not environ.get(k)]
+    if missing:
+        raise ValueError(
+            f"{ntasks} SLURM tasks but {' and '.join(missing)} not set: export "
+            'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1) and '
+            "MASTER_PORT=29500 (any free port) before srun, or launch with srun torchrun (see README)"
+        )
+    return {"RANK": environ["SLURM_PROCID"], "WORLD_SIZE": str(ntasks),
+            "LOCAL_RANK": environ.get("SLURM_LOCALID", "0")}
+
+
 def _distributed() -> tuple[int, int]:
-    """(rank, world size); initialises the process group when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", 1))
+    """(rank, world size); initialises the process group when launched by torchrun or srun.
+
+    On CUDA each process first takes the GPU of its local rank (``torch.cuda.set_device``) and
+    binds the group to it (``device_id``). A group initialised here is destroyed at exit.
+    """
+    launch = launch_env()
+    world = int(launch.get("WORLD_SIZE", 1))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        os.environ.update(launch)  # env:// rendezvous (and resolve_device) read them from here
+        if torch.cuda.is_available():
+            local = torch.device("cuda", int(launch["LOCAL_RANK"]))
+            torch.cuda.set_device(local)
+            dist.init_process_group("nccl", device_id=local)
+        else:
+            dist.init_process_group("gloo")
+        atexit.register(_destroy_group)
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def _destroy_group() -> None:
+    # at exit, not at the end of fit: callers (a stage's record, a test) still use the group after fit
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -351,7 +463,7 @@ def handoff(
 # ---------------------------------------------------------------------------- evaluation
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, Any]:
     """Class probabilities, labels, groups and paths over a loader (eval mode)."""
     model.eval()
@@ -418,6 +530,8 @@ def _autocast(device: torch.device) -> Iterator[None]:
 def _loader(ds: Dataset, recipe: Recipe, cfg: TrainConfig, epoch: int, train: bool,
             world: int, rank: int, full_batches: bool = False) -> DataLoader:
     gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
+    if train:  # augmentation seeded per sample: the same for any number of workers
+        ds = _SeededSamples(ds, _epoch_seed(cfg.seed, epoch))
     sampler = None
     if train and world > 1:
         sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
@@ -428,7 +542,7 @@ def _loader(ds: Dataset, recipe: Recipe, cfg: TrainConfig, epoch: int, train: bo
         ds, batch_size=batch, shuffle=train and sampler is None, sampler=sampler,
         num_workers=cfg.num_workers, generator=gen, worker_init_fn=_seed_worker,
         drop_last=train and _drop_last(per_rank, batch, full_batches), pin_memory=torch.cuda.is_available(),
-        persistent_workers=False,
+        persistent_workers=cfg.num_workers > 0 and torch.cuda.is_available(),
     )
 
 
@@ -485,6 +599,7 @@ def fit(
     if world > 1:
         dist.barrier()
     device = resolve_device(cfg.device)
+    cfg = dataclasses.replace(cfg, num_workers=resolve_num_workers(cfg.num_workers, device))
     seed_everything(cfg.seed)
     if recipe.kaiming_init:
         kaiming_init(model)
