@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from . import ledger
+from .io import json_float
 from .metrics import aggregate_seeds
 from .paper import TABLES, load_paper_numbers
 
@@ -118,13 +119,14 @@ SCORES = ("leep", "nce", "logme", "h_score", "h_score_shrunk")
 
 
 def _run_value(rec: dict[str, Any], metric: str, which: str = "best_val") -> float:
+    """One run's value of ``metric`` from its ``metrics.json`` (NaN where the record says ``null``)."""
     if metric in ("top1", "top5"):
         best = rec["best_val"]
-        return float(best["val_acc"] if metric == "top1" else best.get("val_top5", np.nan))
+        return json_float(best["val_acc"] if metric == "top1" else best.get("val_top5"))
     if metric in SCORES:
-        return float(rec["scores"].get(metric, np.nan))
+        return json_float(rec["scores"].get(metric))
     test = rec["test"].get(which) or rec["test"]["last"]
-    return float(test["covid_positive"][metric]["value"])
+    return json_float(test["covid_positive"][metric]["value"])
 
 
 def cell_value(res: Results, cell: dict[str, Any], metric: str, which: str = "best_val",

@@ -87,6 +87,12 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
     if args.dry_run:
         return _cmd_dry_run(args)
+    if args.emit_commands:
+        from .study import emit_commands
+
+        for line in emit_commands(args.profile, Path(args.results), args.data_root, args.only):
+            print(line)
+        return 0
     run_study(profile=args.profile, results=Path(args.results), data_root=args.data_root, only=args.only,
               jobs=args.jobs, warm_kernels=not args.fresh_kernels)
     return 0
@@ -141,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="check every run of the plan (notebook, parameters, where each init comes from) "
                         "and estimate its time, without training")
+    p.add_argument("--emit-commands", action="store_true",
+                   help="print the papermill command of every run, upstream runs first, one per line, for "
+                        "another scheduler (run them from the repository root after "
+                        "`jupytext --to ipynb notebooks/*.py`), without running anything")
     p.add_argument("--fresh-kernels", action="store_true",
                    help="start a new kernel for every notebook (default: each worker reuses one, cleared "
                         "between notebooks; see covtl.kernels)")

@@ -18,15 +18,24 @@ this. A kernel that died (e.g. out of memory) is replaced by a new one at the ne
 
 The papermill engine ``covtl-warm`` runs a notebook on a given kernel manager (``km=``)
 without shutting the kernel down afterwards.
+
+On a machine with several GPUs each worker gets its own: worker ``i`` (numbered in the order
+the threads first ask for a kernel) sees only GPU ``i mod n_gpus`` through
+``CUDA_VISIBLE_DEVICES`` in its kernel's environment (:func:`gpu_for_worker`,
+:func:`worker_env`), so ``covtl study --jobs 4`` on 4 GPUs runs one notebook per GPU instead of
+four on ``cuda:0``. ``WarmKernels(reuse=False)`` starts a new kernel (with that environment)
+for every notebook, for ``--fresh-kernels``.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from typing import Any
 
-__all__ = ["ENGINE", "WarmKernels"]
+__all__ = ["ENGINE", "WarmKernels", "gpu_for_worker", "visible_gpus", "worker_env"]
 
 ENGINE = "covtl-warm"
 _RESET = ("get_ipython().run_line_magic('reset', '-f')\n"
@@ -34,14 +43,74 @@ _RESET = ("get_ipython().run_line_magic('reset', '-f')\n"
           "get_ipython().execution_count = 1\n")
 
 
-class WarmKernels:
-    """One started kernel per calling thread (``get``), cleared before each use."""
+def visible_gpus(environ: Mapping[str, str] | None = None, device_count: int | None = None) -> list[str]:
+    """The GPUs this process may hand to workers, as ``CUDA_VISIBLE_DEVICES`` entries.
 
-    def __init__(self, kernel_name: str = "python3", cwd: str | None = None) -> None:
-        self.kernel_name, self.cwd = kernel_name, cwd
+    An existing ``CUDA_VISIBLE_DEVICES`` list is respected (its entries, indices or UUIDs, are
+    what the workers get, cut to the ``device_count`` CUDA actually sees); without it the
+    devices ``0 .. device_count - 1``. ``[]`` without CUDA. ``device_count`` defaults to
+    ``torch.cuda.device_count()``.
+    """
+    environ = os.environ if environ is None else environ
+    if device_count is None:
+        import torch
+
+        device_count = torch.cuda.device_count()
+    if device_count <= 0:
+        return []
+    listed = environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        return [str(i) for i in range(device_count)]
+    entries = [e.strip() for e in listed.split(",") if e.strip()]
+    return entries[:device_count]
+
+
+def gpu_for_worker(worker_index: int, visible: Sequence[str]) -> str | None:
+    """The ``CUDA_VISIBLE_DEVICES`` value of worker ``worker_index``: GPU ``i mod n``; ``None`` without GPUs."""
+    if worker_index < 0:
+        raise ValueError(f"worker_index must be >= 0, got {worker_index}")
+    return str(visible[worker_index % len(visible)]) if visible else None
+
+
+def worker_env(worker_index: int, visible: Sequence[str]) -> dict[str, str]:
+    """The variables a worker's kernel gets on top of this process's environment."""
+    gpu = gpu_for_worker(worker_index, visible)
+    return {} if gpu is None else {"CUDA_VISIBLE_DEVICES": gpu}
+
+
+class WarmKernels:
+    """One started kernel per calling thread (``get``), cleared before each use.
+
+    Args:
+        env: ``env(worker_index) -> variables`` added to the environment of the kernels of
+            that worker (e.g. :func:`worker_env`); workers are numbered 0, 1, ... in the order
+            their threads first call :meth:`get`.
+        reuse: ``False`` replaces the thread's kernel by a new one at every :meth:`get` (a
+            fresh kernel per notebook, with the worker's environment).
+    """
+
+    def __init__(self, kernel_name: str = "python3", cwd: str | None = None,
+                 env: Callable[[int], Mapping[str, str]] | None = None, reuse: bool = True) -> None:
+        self.kernel_name, self.cwd, self.env, self.reuse = kernel_name, cwd, env, reuse
         self._local = threading.local()
         self._lock = threading.Lock()
         self._all: list[Any] = []
+        self._workers = 0
+
+    def worker_index(self) -> int:
+        """This thread's worker number (0, 1, ... in order of first call; stable per thread)."""
+        index = getattr(self._local, "index", None)
+        if index is None:
+            with self._lock:
+                index, self._workers = self._workers, self._workers + 1
+            self._local.index = index
+        return index
+
+    def kernel_env(self) -> dict[str, str] | None:
+        """The environment of this thread's kernels: ours plus ``env(worker)``; ``None`` = inherit."""
+        if self.env is None:
+            return None
+        return {**os.environ, **self.env(self.worker_index())}
 
     def get(self):
         """This thread's kernel manager: alive, with an empty namespace and counter at 1."""
@@ -49,11 +118,16 @@ class WarmKernels:
         from jupyter_core.utils import run_sync
 
         km = getattr(self._local, "km", None)
-        if km is not None and run_sync(km.is_alive)():
+        if km is not None and self.reuse and run_sync(km.is_alive)():
             run_sync(_execute_silently)(km, _RESET)
             return km
+        if km is not None and not self.reuse:
+            with self._lock:
+                self._all = [k for k in self._all if k is not km]
+            _kill(km)
         km = AsyncKernelManager(kernel_name=self.kernel_name)
-        run_sync(km.start_kernel)(cwd=self.cwd)
+        env = self.kernel_env()
+        run_sync(km.start_kernel)(cwd=self.cwd, **({"env": env} if env is not None else {}))
         self._local.km = km
         with self._lock:
             self._all.append(km)

@@ -45,6 +45,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from . import book, ledger
+from .io import json_float
 from .paper import load_paper_numbers
 
 __all__ = [
@@ -629,7 +630,7 @@ def transferability_vs_gain(res: book.Results | None, metric: str = "accuracy") 
     for cell in res.cells("A6"):
         model, setting = cell["model"], cell["setting"]
         scores = res.record(cell["runs"][0])["scores"]
-        row = {"model": model, "setting": setting, **{s: float(scores.get(s, np.nan)) for s in SCORES}}
+        row = {"model": model, "setting": setting, **{s: json_float(scores.get(s)) for s in SCORES}}
         target = source.get(setting)
         base = fine.get(("A5", model, "w/o TL")) if target is None else fine.get((target[0], model, "w/o TL"))
         tuned = base if target is None else fine.get((target[0], model, target[1]))
@@ -665,7 +666,7 @@ def localisation_table(res: book.Results | None, table: str) -> pd.DataFrame:
         rec = res.record(cell["runs"][0])
         for method, scores in rec["localisation"].items():
             rows.append({"model": cell["model"], "setting": cell["setting"], "method": METHOD_NAMES.get(method, method),
-                         **scores, "images": rec.get("n_images", np.nan)})
+                         **{k: json_float(v) for k, v in scores.items()}, "images": rec.get("n_images", np.nan)})
     return pd.DataFrame(rows, columns=cols).set_index(["model", "setting", "method"])
 
 
@@ -1180,7 +1181,7 @@ def scores_table(res: book.Results | None) -> pd.DataFrame:
     if res is None or not res.cells("A6"):
         return p.to_frame()
     rows = {(c["model"], c["setting"]): res.record(c["runs"][0])["scores"] for c in res.cells("A6")}
-    ours = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=list(SCORES))
+    ours = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=list(SCORES)).astype(float)  # null -> NaN
     ours.columns = [f"{SCORE_NAMES[s]} (ours)" for s in ours.columns]
     ours.index = pd.MultiIndex.from_tuples(ours.index, names=["model", "setting"])
     return p.to_frame().join(ours, how="right")
@@ -1197,8 +1198,8 @@ def noncovid_positive(table: str, res: book.Results | None, which: str = "best_v
         test = test.get(which) or test["last"]
         for m in ("precision", "recall", "f1", "auc"):
             rows.append({"model": cell["model"], "setting": cell["setting"], "metric": m,
-                         "COVID positive": round(float(test["covid_positive"][m]["value"]), 3),
-                         "NonCOVID positive": round(float(test["noncovid_positive"][m]), 3)})
+                         "COVID positive": round(json_float(test["covid_positive"][m]["value"]), 3),
+                         "NonCOVID positive": round(json_float(test["noncovid_positive"][m]), 3)})
     wide = pd.DataFrame(rows, columns=cols).set_index(["model", "setting", "metric"]).unstack("metric")
     order = [(side, m) for side in ("COVID positive", "NonCOVID positive")
              for m in ("precision", "recall", "f1", "auc")]

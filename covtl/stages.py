@@ -62,7 +62,7 @@ class StageConfig:
     init: str = ""
     out_dir: str = "results/scratch"
     device: str = ""
-    num_workers: int = 0
+    num_workers: int = -1  # DataLoader workers; -1: auto (0 on CPU; covtl.train.resolve_num_workers)
     decoded_cache: bool = True  # read images from covtl.data.cache.DecodedCache (same pixels, ~4x faster)
 
     def __post_init__(self) -> None:
@@ -70,6 +70,8 @@ class StageConfig:
             raise ValueError(f"unknown profile {self.profile!r}; choose one of {', '.join(PROFILES)}")
         if self.backbone not in MODEL_NAMES:
             raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(MODEL_NAMES)}")
+        if self.num_workers < -1:
+            raise ValueError(f"num_workers must be -1 (auto), 0 (main process) or more, got {self.num_workers}")
         if self.n_attn and self.backbone not in ATTN_MODELS:
             raise ValueError(f"n_attn={self.n_attn} needs a ResNet backbone, got {self.backbone}")
         if self.init not in ("", "imagenet") and not Path(self.init).is_file():

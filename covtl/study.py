@@ -35,8 +35,8 @@ from .models import PAPER_B_MODELS, build_model, count_parameters, has_imagenet_
 from .profiles import get_profile
 from .provenance import provenance
 
-__all__ = ["Cell", "DryRun", "Plan", "Run", "StudyRunError", "build_plan", "check_run", "dry_run", "parameter_counts",
-           "run_study"]
+__all__ = ["Cell", "DryRun", "Plan", "Run", "StudyRunError", "build_plan", "check_run", "dry_run",
+           "emit_commands", "parameter_counts", "run_study"]
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -471,15 +471,58 @@ def _prepare(run: Run, key: str, out_root: Path, profile: str, data_root: str | 
     if record and record.get("key") != key and out.exists():
         shutil.rmtree(out)  # inputs changed: start this run afresh
     out.mkdir(parents=True, exist_ok=True)
-    params = {**dict(run.params), "profile": profile, "data_root": data_root or "", "out_dir": str(out)}
-    if run.upstream is not None:
-        params["init"] = str(out_root / "runs" / run.upstream.id / "last.pt")
-    elif run.init:
-        params["init"] = run.init
+    params = _run_params(run, out_root, profile, data_root)
     # an interrupted run keeps its folder: the engine resumes from its last checkpoint
     write_json_atomic(record_path, {"id": run.id, "key": key, "status": "running", "notebook": run.notebook,
                                     "params": params})
     return params
+
+
+def _run_params(run: Run, out_root: Path, profile: str, data_root: str | None) -> dict[str, Any]:
+    """The notebook parameters of ``run`` in the study folder ``out_root``."""
+    params = {**dict(run.params), "profile": profile, "data_root": data_root or "",
+              "out_dir": str(out_root / "runs" / run.id)}
+    if run.upstream is not None:
+        params["init"] = str(out_root / "runs" / run.upstream.id / "last.pt")
+    elif run.init:
+        params["init"] = run.init
+    return params
+
+
+def _select(plan: Plan, only: list[str] | None) -> Plan:
+    """The plan cut to the tables in ``only`` (all when empty)."""
+    if only:
+        unknown = set(only) - {c.table for c in plan.cells}
+        if unknown:
+            raise ValueError(f"--only: unknown table(s) {sorted(unknown)}; choose from "
+                             f"{sorted({c.table for c in plan.cells})}")
+        plan.cells = [c for c in plan.cells if c.table in only]
+    return plan
+
+
+def emit_commands(profile: str, results: Path = REPO / "results", data_root: str | None = None,
+                  only: list[str] | None = None) -> list[str]:
+    """One shell command per run of the plan, upstream runs first, for another scheduler.
+
+    Each line makes the run's folder and executes its notebook with papermill, writing where
+    ``covtl study`` would (``results/<profile>/runs/<id>/``); string parameters go with ``-r``
+    (raw), the others with ``-p``. Run them from the repository root after
+    ``jupytext --to ipynb notebooks/*.py``; a run may start once its upstream run (whose
+    ``last.pt`` is its ``init``) has finished. Unlike ``covtl study`` they do not skip
+    finished runs nor write ``run.json`` records.
+    """
+    import shlex
+
+    out_root = Path(results) / profile
+    lines = []
+    for run in _select(build_plan(profile), only).runs:
+        params = _run_params(run, out_root, profile, data_root)
+        args = " ".join(f"{'-r' if isinstance(v, str) else '-p'} {k} {shlex.quote(str(v))}"
+                        for k, v in params.items())
+        out = shlex.quote(params["out_dir"])
+        lines.append(f"mkdir -p {out} && papermill notebooks/{run.notebook}.ipynb {out}/notebook.ipynb "
+                     f"--cwd . {args}")
+    return lines
 
 
 def default_jobs() -> int:
@@ -507,20 +550,16 @@ def run_study(
     its upstream run has finished. On the first failure no new run starts, the running ones
     finish, and :class:`StudyRunError` names the failed run and cell. With ``warm_kernels``
     each worker reuses one kernel across its notebooks (:mod:`covtl.kernels`), which saves the
-    kernel start and imports (~5 s) per run without changing results.
+    kernel start and imports (~5 s) per run without changing results. With ``jobs > 1`` on a
+    machine with CUDA devices, worker ``i`` runs on GPU ``i mod n_gpus`` (``CUDA_VISIBLE_DEVICES``
+    in its kernel's environment, indexing into an existing ``CUDA_VISIBLE_DEVICES`` list).
     """
     import os
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     from .stages import data_fingerprint, resolve_data_root
 
-    plan = build_plan(profile)
-    if only:
-        unknown = set(only) - {c.table for c in plan.cells}
-        if unknown:
-            raise ValueError(f"--only: unknown table(s) {sorted(unknown)}; choose from "
-                             f"{sorted({c.table for c in plan.cells})}")
-        plan.cells = [c for c in plan.cells if c.table in only]
+    plan = _select(build_plan(profile), only)
     jobs = jobs or default_jobs()
     out_root = Path(results) / profile
     root = resolve_data_root(data_root or "")
@@ -548,9 +587,19 @@ def run_study(
         })
         return took
 
-    from .kernels import WarmKernels
+    from .kernels import WarmKernels, visible_gpus, worker_env
 
-    kernels = WarmKernels(cwd=str(REPO)) if warm_kernels else None
+    # several workers on several GPUs: worker i sees only GPU i mod n_gpus (its kernel's env)
+    gpus = visible_gpus() if jobs > 1 else []
+    kernel_env = None
+    if gpus:
+        echo(f"{jobs} workers on GPU(s) {','.join(gpus)}: worker i uses GPU i mod {len(gpus)}")
+
+        def kernel_env(worker: int) -> dict[str, str]:
+            return {**worker_env(worker, gpus), "COVTL_JOBS": str(jobs)}
+
+    kernels = (WarmKernels(cwd=str(REPO), env=kernel_env, reuse=warm_kernels)
+               if warm_kernels or kernel_env is not None else None)
     # exits in reverse order: on Ctrl-C the kernels die first, so the pool does not wait for them
     with ThreadPoolExecutor(max_workers=jobs) as pool, kernels or nullcontext():
         running: dict[Any, Run] = {}
@@ -595,6 +644,9 @@ def run_study(
         "wall_time_s": round(time.perf_counter() - start, 1),
         "provenance": provenance(profile=profile, data=str(root)),
     })
+    from .report import write_study_summary
+
+    write_study_summary(out_root)  # summary.csv: every run's numbers, one row per run x split x metric
     echo(f"study {profile}: {counts['ran']} runs executed, {counts['skipped']} unchanged, "
          f"{time.perf_counter() - start:.0f} s; results in {out_root}")
     return out_root

@@ -126,7 +126,7 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-def resolve_num_workers(num_workers: int, device: torch.device | str, environ: dict[str, str] | None = None,
+def resolve_num_workers(num_workers: int, device: torch.device | str, environ: Mapping[str, str] | None = None,
                         cores: int | None = None) -> int:
     """DataLoader worker processes: ``num_workers``, or for ``-1`` (auto) 0 on CPU and
     ``min(8, cores // jobs)`` on CUDA.

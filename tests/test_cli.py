@@ -37,6 +37,7 @@ def test_study_runs_a_table_then_skips_it_when_nothing_changed(tmp_path, tiny_ro
     assert record["stage"] == "audit" and "summary" in record["tables"]
     assert json.loads((out / "runs" / run_id / "run.json").read_text())["status"] == "done"
     assert (out / "runs" / run_id / "notebook.ipynb").is_file()
+    assert (out / "summary.csv").read_text().startswith("run,notebook,tables,cells,")
     rows = json.loads((out / "b-table2" / "parameters.json").read_text())["rows"]
     counts = {r["model"]: r["parameters"] for r in rows if r["paper"] == "B"}
     assert counts["resnet50"] == 25_557_032
@@ -97,3 +98,28 @@ def test_dry_run_prints_every_run_and_an_estimate_without_training(tmp_path, tin
     assert not any(tmp_path.iterdir())  # nothing ran, nothing was written
     assert main(["study", "--profile", "paper", "--dry-run"]) == 0
     assert "GPU-hours" in capsys.readouterr().out
+
+
+def test_emit_commands_prints_every_run_once_upstream_first(tmp_path, capsys):
+    import shlex
+
+    from covtl.study import build_plan
+
+    assert main(["study", "--profile", "smoke", "--emit-commands", "--results", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    runs = build_plan("smoke").runs
+    assert len(lines) == len(runs)
+    out_dirs = []
+    for line in lines:
+        mkdir, papermill = line.split(" && ")
+        argv = shlex.split(papermill)
+        assert argv[0] == "papermill" and argv[1].startswith("notebooks/") and argv[1].endswith(".ipynb")
+        params = {argv[i + 1]: argv[i + 2] for i, a in enumerate(argv) if a in ("-p", "-r")}
+        assert params["profile"] == "smoke" and shlex.split(mkdir)[-1] == params["out_dir"]
+        out_dirs.append(params["out_dir"])
+        if "init" in params and params["init"].endswith("last.pt"):  # an upstream run: printed before
+            assert str(tmp_path / "smoke" / "runs" / "") in params["init"]
+            assert params["init"].removesuffix("/last.pt") in out_dirs
+    assert [d.rsplit("/", 1)[-1] for d in out_dirs] == [r.id for r in runs]  # each run once, in plan order
+    assert sum(r.upstream is not None for r in runs) == sum("last.pt" in line for line in lines) > 0
+    assert not any(tmp_path.iterdir())  # nothing ran, nothing was written

@@ -63,6 +63,18 @@ def test_read_table_reads_xlsx_by_content_whatever_the_name(tmp_path, inline):
     assert read_table(path) == [["a", "", "c"], ["7", "x&y <z>"]]
 
 
+def test_read_table_reads_a_workbook_saved_by_a_spreadsheet_program(tmp_path):
+    openpyxl = pytest.importorskip("openpyxl")
+    book = openpyxl.Workbook()
+    book.active.title = "positive_captions"
+    for row in (["1.png", "Patient 1", None, "caption"], [None, None, None, "continued"], [2.5, 7]):
+        book.active.append(row)
+    book.create_sheet("second").append(["not", "read"])
+    path = tmp_path / "COVID-CT-MetaInfo.data"  # the name does not matter
+    book.save(path)
+    assert read_table(path) == [["1.png", "Patient 1", "", "caption"], ["", "", "", "continued"], ["2.5", "7"]]
+
+
 def test_read_table_reads_csv_text_named_xlsx(tmp_path):
     path = tmp_path / "NonCOVID-CT-MetaInfo.xlsx"
     path.write_text(",image name,patient id\n0,1%0.jpg,crawled_patient_1\n\n")

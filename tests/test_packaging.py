@@ -34,3 +34,22 @@ def test_environment_yml_installs_what_pyproject_declares():
 def test_jupyter_book_is_pinned_below_2():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert "jupyter-book<2" in project["dependencies"]
+
+
+def test_jupytext_pairs_the_stage_notebooks_only_and_git_ignores_their_ipynb():
+    import shutil
+    import subprocess
+
+    from jupytext.config import find_jupytext_configuration_file, load_jupytext_configuration_file
+    from jupytext.paired_paths import paired_paths
+
+    config = load_jupytext_configuration_file(find_jupytext_configuration_file(str(ROOT / "notebooks")))
+    stage = ROOT / "notebooks" / "finetune.ipynb"
+    formats = config.default_formats(str(stage))
+    paths = {Path(p).name for p, _ in paired_paths(str(stage), ".ipynb", formats)}
+    assert paths == {"finetune.ipynb", "finetune.py"}
+    assert config.default_formats(str(ROOT / "book" / "a1.md")) is None  # MyST chapters stay unpaired
+    assert config.default_formats(str(ROOT / "results" / "quick" / "runs" / "r" / "notebook.ipynb")) is None
+    if (ROOT / ".git").exists() and shutil.which("git"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", "notebooks/finetune.ipynb"], cwd=ROOT)
+        assert ignored.returncode == 0, "executed notebooks/*.ipynb must stay out of git (.gitignore)"

@@ -14,6 +14,7 @@ from covtl.profiles import PROFILES
 from covtl.study import NOTEBOOKS, build_plan
 
 COMMON = {"profile", "data_root", "seed", "backbone", "n_attn", "init", "out_dir", "device"}
+TRAINING = {"stl_n", "stl_m", "sstl_m", "finetune"}  # notebooks that train: num_workers is theirs too
 
 
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.py")), ids=lambda p: p.stem)
@@ -26,6 +27,9 @@ def test_notebooks_are_thin_and_document_typed_parameters(path):
     parsed = PythonTranslator.inspect(params[0])
     names = {p.name for p in parsed}
     assert COMMON <= names
+    if path.stem in TRAINING:
+        assert "num_workers" in names
+        assert next(p for p in parsed if p.name == "num_workers").default == "-1"  # auto
     for p in parsed:
         assert p.inferred_type_name in ("str", "int", "float", "bool"), p
         assert p.help, f"{p.name} has no help comment"

@@ -334,3 +334,62 @@ def test_two_process_gloo_training(tmp_path):
     assert proc.stdout.count("ok") == 2
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["config"]["world_size"] == 2 and len(saved["history"]) == 2
+
+
+def test_results_do_not_depend_on_the_number_of_data_workers(tmp_path):
+    # augmentation (ToyImages draws noise from torch's global generator) is seeded per sample
+    # from (seed, epoch, index), so worker processes see the same randomness as the main one
+    recipe = tiny_recipe(epochs=2, dropout=0.5)
+    results = [comparable(run(tmp_path, f"w{n}", recipe=recipe, num_workers=n)) for n in (0, 2)]
+    assert results[0] == results[1]
+
+
+def test_auto_num_workers_is_0_on_cpu_and_shares_the_cores_on_cuda():
+    from covtl.train import resolve_num_workers
+
+    assert resolve_num_workers(-1, "cpu", {}, cores=16) == 0
+    assert resolve_num_workers(3, "cpu", {}, cores=16) == 3  # an explicit count is kept
+    assert resolve_num_workers(-1, "cuda", {}, cores=16) == 8
+    assert resolve_num_workers(-1, "cuda:1", {"COVTL_JOBS": "4"}, cores=16) == 4
+    assert resolve_num_workers(-1, "cuda", {"COVTL_JOBS": "4"}, cores=2) == 0
+    with pytest.raises(ValueError, match="num_workers"):
+        resolve_num_workers(-2, "cpu")
+
+
+def test_launch_env_reads_torchrun_and_maps_slurm():
+    from covtl.train import launch_env
+
+    torchrun = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "SLURM_PROCID": "0", "SLURM_NTASKS": "2"}
+    assert launch_env(torchrun) == {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}  # srun torchrun
+    slurm = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "MASTER_ADDR": "node1",
+             "MASTER_PORT": "29500"}
+    assert launch_env(slurm) == {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1"}
+    assert launch_env({**slurm, "SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "1"})["WORLD_SIZE"] == "2"
+    with pytest.raises(ValueError, match="MASTER_ADDR.*scontrol"):  # never 8 processes all acting as rank 0
+        launch_env({k: v for k, v in slurm.items() if k != "MASTER_ADDR"})
+    with pytest.raises(ValueError, match="MASTER_PORT"):
+        launch_env({k: v for k, v in slurm.items() if k != "MASTER_PORT"})
+    assert launch_env({}) == {}  # one process
+    assert launch_env({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}) == {}  # one SLURM task: one process
+
+
+@pytest.mark.slow
+def test_two_slurm_tasks_without_torchrun_train_as_two_ranks(tmp_path):
+    import socket
+
+    script = tmp_path / "dist_fit.py"
+    script.write_text(DIST_SCRIPT)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    base.update(PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1",
+                SLURM_NTASKS="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "out")], text=True,
+                              env={**base, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-3000:] for _, err in outs]
+    assert sorted(out.strip() for out, _ in outs) == ["rank 0 ok", "rank 1 ok"]
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["config"]["world_size"] == 2

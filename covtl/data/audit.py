@@ -6,10 +6,11 @@ The study does not trust the published split (STUDY.md, rule 4). Two checks:
   ``COVID-CT-MetaInfo.xlsx``; NonCOVID patients both from ``NonCOVID-CT-MetaInfo.xlsx`` (the
   patients of the listed images) and from the per-split id files ``CT_NonCOVID_<split>_id.csv``.
 - **near-duplicates**: the same picture (re-cropped, rescaled, recompressed) in two splits
-  leaks test information even when the patient ids differ. Images are compared by a 64-bit DCT
-  perceptual hash (pHash, Zauner 2010: 32x32 greyscale -> 2-D DCT-II -> the 8x8 lowest
-  frequencies -> one bit per coefficient above their median); a pair is a near-duplicate when
-  the Hamming distance of the hashes is at most ``threshold``.
+  leaks test information even when the patient ids differ. Images are compared by the 64-bit
+  DCT perceptual hash of the ``imagehash`` package (:func:`imagehash.phash`, Zauner 2010:
+  32x32 greyscale -> 2-D DCT-II -> the 8x8 lowest frequencies -> one bit per coefficient above
+  their median); a pair is a near-duplicate when the Hamming distance of the hashes (what
+  ``imagehash`` gives as ``hash_a - hash_b``) is at most ``threshold``.
 
 Glossary: N images; H = 64 hash bits; d(i, j) = Hamming distance in 0..64.
 """
@@ -21,9 +22,9 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
+import imagehash
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -44,16 +45,15 @@ __all__ = [
     "split_summary",
 ]
 
-#: Hamming distance (of 64 bits) at or below which two images count as near-duplicates. Each
-#: hash has ~32 bits set (median split), so distances are almost always even. On COVID19-CT the
+#: Hamming distance (of 64 bits; ``imagehash.phash(a) - imagehash.phash(b)``) at or below which
+#: two images count as near-duplicates. Each hash has ~32 bits set (median split), so distances
+#: are almost always even. On COVID19-CT the
 #: same picture published twice lands at 2-4 (thumbnail correlation > 0.97), as do adjacent
 #: slices of one patient; at 6 unrelated images of different patients start to appear across
-#: splits (correlation < 0.75), and at 8 there are 165 pairs, mostly unrelated. Pairs are
+#: splits (correlation < 0.75), and at 8 there are 161 pairs, mostly unrelated. Pairs are
 #: candidates to look at, not proof.
 DEFAULT_THRESHOLD = 4
-#: side of the greyscale thumbnail that is DCT-transformed
-HASH_INPUT = 32
-#: side of the low-frequency block kept: HASH_BITS = HASH_BLOCK ** 2 = 64
+#: side of the low-frequency DCT block kept (``imagehash.phash``'s ``hash_size``): 8 x 8 = 64 bits
 HASH_BLOCK = 8
 #: at most this many shared patient ids are listed per row of the overlap table
 EXAMPLES = 5
@@ -63,27 +63,15 @@ EXAMPLES = 5
 # perceptual hash
 # --------------------------------------------------------------------------------------------
 
-@cache
-def _dct_matrix(n: int) -> np.ndarray:
-    """Orthonormal DCT-II matrix C (n x n): ``C @ x`` is the DCT of a length-n signal x."""
-    k = np.arange(n)[:, None]
-    i = np.arange(n)[None, :]
-    matrix = np.sqrt(2.0 / n) * np.cos(np.pi * (2 * i + 1) * k / (2 * n))  # n x n
-    matrix[0] /= np.sqrt(2.0)
-    return matrix
-
-
 def phash(image: Image.Image) -> int:
-    """64-bit DCT perceptual hash of a PIL image (any mode; converted to greyscale).
+    """64-bit DCT perceptual hash of a PIL image (any mode; converted to greyscale), as an int.
 
-    Bit ``8 * r + c`` (most significant first) is set when DCT coefficient (r, c) of the 32x32
-    thumbnail is above the median of the 8x8 lowest-frequency block.
+    :func:`imagehash.phash` (32x32 Lanczos thumbnail, 8x8 lowest DCT frequencies, one bit per
+    coefficient above their median); bit ``8 * r + c`` (most significant first) is coefficient
+    (r, c), so ``int(str(imagehash.phash(image)), 16)`` is the same number and the Hamming
+    distance of two values equals ``imagehash``'s ``hash_a - hash_b``.
     """
-    thumb = image.convert("L").resize((HASH_INPUT, HASH_INPUT), Image.Resampling.LANCZOS)
-    pixels = np.asarray(thumb, dtype=np.float64)  # 32x32
-    dct = _dct_matrix(HASH_INPUT)
-    low = (dct @ pixels @ dct.T)[:HASH_BLOCK, :HASH_BLOCK]  # 8x8
-    bits = (low > np.median(low)).ravel()  # 64
+    bits = imagehash.phash(image.convert("L"), hash_size=HASH_BLOCK).hash.ravel()  # 64 bools
     return int.from_bytes(np.packbits(bits).tobytes(), "big")
 
 

@@ -17,8 +17,8 @@ Groups are what patient-level statistics cluster on: COVID19-CT patient ids from
 files, COVIDx patient ids, CT volume ids, medseg slice numbers and natural-image file names.
 
 Spreadsheets are read by content, not by extension: ``COVID-CT-MetaInfo.xlsx`` is a real xlsx
-workbook (read with the standard library, no openpyxl needed) while ``NonCOVID-CT-MetaInfo.xlsx``
-is CSV text; :func:`read_table` handles both.
+workbook (read with pandas and openpyxl) while ``NonCOVID-CT-MetaInfo.xlsx`` is CSV text (read
+with :mod:`csv`); :func:`read_table` handles both.
 """
 
 from __future__ import annotations
@@ -29,11 +29,9 @@ import operator
 import os
 import re
 import warnings
-import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
-from xml.etree import ElementTree
 
 import numpy as np
 import pandas as pd
@@ -136,79 +134,30 @@ def _read_csv_rows(path: Path) -> list[list[str]]:
     return [list(row) for row in csv.reader(io.StringIO(text))]
 
 
-_XLSX = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
-_XLSX_REL = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
-
-
 def _read_xlsx_rows(path: Path) -> list[list[str]]:
-    """The first worksheet of an xlsx workbook as rows of strings (standard library only)."""
+    """The first worksheet of an xlsx workbook as rows of strings (pandas with openpyxl).
+
+    Numbers come back as text (``7`` -> "7"), empty cells as "", and each row ends at its last
+    non-empty cell. The bytes are handed over as a buffer, so the file's name (``.csv``, say)
+    does not matter.
+    """
     try:
-        with zipfile.ZipFile(path) as book:
-            shared = _xlsx_shared_strings(book)
-            sheet = ElementTree.fromstring(book.read(_xlsx_first_sheet(book)))
-    except (zipfile.BadZipFile, KeyError, ElementTree.ParseError) as err:
-        raise ValueError(f"{path} looks like an xlsx workbook but cannot be read ({err}); "
+        with warnings.catch_warnings():  # minimal workbooks (e.g. the synthetic data's) have no styles
+            warnings.filterwarnings("ignore", message="Workbook contains no default style", category=UserWarning)
+            table = pd.read_excel(io.BytesIO(path.read_bytes()), sheet_name=0, header=None, dtype=str,
+                                  na_filter=False, engine="openpyxl")
+    except ImportError as err:
+        raise ImportError(f"reading {path} needs openpyxl: pip install openpyxl") from err
+    except Exception as err:  # zipfile.BadZipFile, KeyError, openpyxl's and pandas' own errors
+        raise ValueError(f"{path} looks like an xlsx workbook but cannot be read ({type(err).__name__}: {err}); "
                          "re-save it from a spreadsheet program as .xlsx or as CSV") from err
     rows = []
-    for row in sheet.iter(f"{_XLSX}row"):
-        cells: dict[int, str] = {}
-        column = 0
-        for cell in row.iter(f"{_XLSX}c"):
-            ref = cell.get("r")
-            column = _xlsx_column(ref) if ref else column
-            cells[column] = _xlsx_cell_text(cell, shared)
-            column += 1
-        rows.append([cells.get(i, "") for i in range(max(cells, default=-1) + 1)])
+    for values in table.itertuples(index=False):
+        row = ["" if value is None else str(value) for value in values]
+        while row and not row[-1]:
+            row.pop()
+        rows.append(row)
     return rows
-
-
-def _xlsx_first_sheet(book: zipfile.ZipFile) -> str:
-    """Archive path of the workbook's first worksheet, via ``workbook.xml`` and its relationships."""
-    workbook = ElementTree.fromstring(book.read("xl/workbook.xml"))
-    sheet = workbook.find(f"{_XLSX}sheets/{_XLSX}sheet")
-    if sheet is None:
-        raise KeyError("xl/workbook.xml lists no worksheet")
-    rid = sheet.get(f"{_XLSX_REL}id")
-    rels = ElementTree.fromstring(book.read("xl/_rels/workbook.xml.rels"))
-    targets = [rel.get("Target", "") for rel in rels if rel.get("Id") == rid]
-    if not targets:
-        raise KeyError(f"worksheet relationship {rid} not found")
-    target = targets[0]
-    return target.lstrip("/") if target.startswith("/") else f"xl/{target}"
-
-
-def _xlsx_shared_strings(book: zipfile.ZipFile) -> list[str]:
-    """The shared-string table (plain and rich-text entries; phonetic runs are left out)."""
-    if "xl/sharedStrings.xml" not in book.namelist():
-        return []
-    table = ElementTree.fromstring(book.read("xl/sharedStrings.xml"))
-    strings = []
-    for item in table.iter(f"{_XLSX}si"):
-        runs = [item.find(f"{_XLSX}t")] + [run.find(f"{_XLSX}t") for run in item.iter(f"{_XLSX}r")]
-        strings.append("".join(run.text or "" for run in runs if run is not None))
-    return strings
-
-
-def _xlsx_column(ref: str) -> int:
-    """0-based column index of a cell reference: "A1" -> 0, "AB12" -> 27."""
-    letters = re.match(r"[A-Z]+", ref.upper())
-    if letters is None:
-        raise KeyError(f"bad cell reference {ref!r}")
-    index = 0
-    for letter in letters.group():
-        index = index * 26 + ord(letter) - ord("A") + 1
-    return index - 1
-
-
-def _xlsx_cell_text(cell: ElementTree.Element, shared: list[str]) -> str:
-    """A cell's value as text: shared and inline strings resolved, numbers as written."""
-    kind = cell.get("t", "n")
-    if kind == "inlineStr":
-        return "".join(t.text or "" for t in cell.iter(f"{_XLSX}t"))
-    value = cell.find(f"{_XLSX}v")
-    if value is None or value.text is None:
-        return ""
-    return shared[int(value.text)] if kind == "s" else value.text
 
 
 def read_metainfo(path: str | os.PathLike) -> pd.DataFrame:

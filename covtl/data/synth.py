@@ -131,7 +131,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import math
 import multiprocessing
 import os
@@ -148,6 +147,8 @@ from xml.sax.saxutils import escape
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+
+from ..io import dumps_json
 
 __all__ = [
     "CT_FINDINGS",
@@ -1533,7 +1534,7 @@ def generate(out: str | os.PathLike, *, seed: int = 0, scale: str | SynthScale =
             "environment": {"python": platform.python_version(), "numpy": np.__version__,
                             "pillow": Image.__version__},
         }
-        (tmp / "SYNTHETIC.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        (tmp / "SYNTHETIC.json").write_text(dumps_json(manifest, indent=2) + "\n")
         with open(tmp / "SYNTHETIC-index.csv", "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=_INDEX_COLUMNS, lineterminator="\n")
             writer.writeheader()
