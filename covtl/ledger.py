@@ -210,7 +210,6 @@ def claims(res, evidence: Evidence | None = None, spec: pd.DataFrame | None = No
     ev = evidence or Evidence(res)
     spec = load_claims() if spec is None else spec
     paper = load_paper_numbers()
-    synthetic = bool(res.study.get("synthetic")) if (res.root / "study.json").is_file() else False
     rows, seen = [], {}
     for c in spec.itertuples():
         cells = {(x["model"], x["setting"]): x for x in res.cells(c.table)}
@@ -219,7 +218,7 @@ def claims(res, evidence: Evidence | None = None, spec: pd.DataFrame | None = No
                                "claimed": _claimed(c), "metric": c.metric, "statement": c.statement,
                                "paper effect": "", "ours [95% interval]": "",
                                "MDE": "", "p": np.nan, "verdict": "", "note": "", "_p": np.nan, "_c": None,
-                               "_e": paper_effect(c, paper), "_m": c.margin}
+                               "_e": paper_effect(c, paper)}
         rows.append(row)
         if any(a is None for a in arms.values()):
             row["verdict"] = f"not run at the {res.profile} profile"
@@ -262,11 +261,11 @@ def claims(res, evidence: Evidence | None = None, spec: pd.DataFrame | None = No
     df["paper effect"] = df["_e"].map(_pts)
     for i in df.index[df["_c"].notna()]:
         df.at[i, "verdict"] = _verdict(df.at[i, "kind"], df.at[i, "_c"], df.at[i, "p (Holm)"], df.at[i, "_e"])
-        if synthetic:
+        if res.synthetic:
             note = df.at[i, "note"]
             df.at[i, "note"] = (f"{note}; " if note else "") + f"rule reads: {df.at[i, 'verdict']}"
             df.at[i, "verdict"] = "pipeline check"
-    return df.drop(columns=[c for c in ("_p", "_c", "_dup", "_e", "_m") if c in df])
+    return df.drop(columns=[c for c in ("_p", "_c", "_dup", "_e") if c in df])
 
 
 def _claimed(c) -> str:
