@@ -109,6 +109,7 @@ def run_seconds(run: Any, profile: str, sizes: dict[str, int], costs: CostModel)
     """Estimated seconds of one run of the plan (a :class:`covtl.study.Run`) on the costs' machine."""
     from .profiles import get_profile
     from .recipes import get_recipe, scale_recipe
+    from .ssl import cost_method
     from .train import steps_per_epoch
 
     prof = get_profile(profile)
@@ -127,8 +128,7 @@ def run_seconds(run: Any, profile: str, sizes: dict[str, int], costs: CostModel)
     if run.notebook == "sstl_m":
         n = _cap(sizes[f"{p['dataset']}/train"], prof.max_train)
         steps = steps_per_epoch(n, recipe, full_batches=True)
-        # A's method with region weight 0 skips the region pass: it costs what MoCo does
-        method = "moco_v1" if p["method"] == "a_region_moco" and p.get("region_weight", 1) == 0 else p["method"]
+        method = cost_method(p["method"], p.get("region_weight"))
         return recipe.epochs * min(n, steps * recipe.batch_size) * tr * costs.ssl_factor[method] \
             + costs.run_overhead_s
     dataset = {"stl_n": "natural", "stl_m": "covidx", "finetune": "covid-ct"}[run.notebook]

@@ -1022,9 +1022,9 @@ def _factor(notebook: str, params: Mapping[str, Any], recipe) -> str:
     if notebook == "transferability":
         return "score"
     if notebook == "sstl_m":
-        method = params.get("method", "")
-        if method == "a_region_moco" and params.get("region_weight", 1) == 0:
-            return "moco"  # region weight 0: no region pass
+        from .ssl import cost_method
+
+        method = cost_method(params.get("method", ""), params.get("region_weight"))
         return {"a_region_moco": "region_moco", "simclr": "simclr", "rotation": "rotation"}.get(
             method, "moco" if method.startswith("moco") else "supervised")
     if recipe is not None and recipe.freeze_backbone:

@@ -36,7 +36,7 @@ from torch import nn
 from .losses import info_nce, nt_xent, region_loss
 from .train import rotate_batch
 
-__all__ = ["SSL_METHODS", "MoCo", "RegionMoCo", "RotationPrediction", "SimCLR", "build_ssl", "projector"]
+__all__ = ["SSL_METHODS", "MoCo", "RegionMoCo", "RotationPrediction", "SimCLR", "build_ssl", "cost_method", "projector"]
 
 
 def projector(in_dim: int, out_dim: int, hidden: int | None = None) -> nn.Module:
@@ -289,6 +289,12 @@ SSL_METHODS: dict[str, tuple[type[nn.Module], dict]] = {
     # B's SSL baseline (sec. IV-E.1): rotation prediction
     "rotation": (RotationPrediction, {}),
 }
+
+
+def cost_method(method: str, region_weight: float | None = None) -> str:
+    """The method whose arithmetic a run of ``method`` does: A's region MoCo with region weight 0
+    skips the region pass entirely, so it costs what MoCo v1 (same settings) does."""
+    return "moco_v1" if method == "a_region_moco" and region_weight == 0 else method
 
 
 def build_ssl(method: str, model: nn.Module, **overrides) -> nn.Module:
