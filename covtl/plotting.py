@@ -608,10 +608,24 @@ def papermill_commands(res: book.Results | None, table: str, out: str = "out.ipy
         if data_root:
             params["data_root"] = data_root
         params["out_dir"] = f"results/scratch/{rid}"
+        threads = _recorded_threads(res, rid)
+        if threads:  # CPU numbers depend on the thread count: repeat the run's own
+            params["threads"] = threads
         args = " ".join(f"-p {k} {v}" for k, v in params.items())
         rows.append({"model": cell["model"], "setting": cell["setting"], "run": rid,
                      "command": f"papermill notebooks/{spec['notebook']}.ipynb {out} {args}"})
     return pd.DataFrame(rows, columns=cols).set_index(["model", "setting"])
+
+
+def _recorded_threads(res: book.Results, run_id: str) -> int | None:
+    """The torch CPU threads a CPU run used (its provenance), or ``None`` (GPU run, or not recorded)."""
+    try:
+        prov = res.record(run_id).get("provenance", {})
+    except FileNotFoundError:
+        return None
+    if str(prov.get("device", "cpu")).startswith("cuda"):
+        return None
+    return prov.get("cpu_threads")
 
 
 def transferability_vs_gain(res: book.Results | None, metric: str = "accuracy") -> pd.DataFrame:

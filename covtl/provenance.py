@@ -6,12 +6,13 @@ import platform
 import subprocess
 import sys
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["git_commit", "provenance"]
+__all__ = ["git_commit", "installed_packages", "provenance"]
 
 
 def git_commit(repo: Path | None = None) -> str:
@@ -30,8 +31,22 @@ def git_commit(repo: Path | None = None) -> str:
     return commit + ("+dirty" if dirty else "")
 
 
+@lru_cache(maxsize=1)
+def installed_packages() -> dict[str, str]:
+    """Every distribution installed in this environment, name -> version, sorted by name."""
+    from importlib.metadata import distributions
+
+    found = {}
+    for dist in distributions():
+        name = dist.metadata["Name"]
+        if name:
+            found.setdefault(name.lower(), dist.version)
+    return dict(sorted(found.items()))
+
+
 def provenance(**extra: Any) -> dict[str, Any]:
-    """A JSON-able record: commit, versions, device, host, time, plus ``extra`` (seed, data...)."""
+    """A JSON-able record: commit, versions (every installed package), device, threads, host, time,
+    plus ``extra`` (seed, data...)."""
     import torchvision
 
     from . import __version__
@@ -46,5 +61,6 @@ def provenance(**extra: Any) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu_threads": torch.get_num_threads(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "packages": installed_packages(),
         **extra,
     }

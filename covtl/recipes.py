@@ -43,7 +43,7 @@ class Recipe:
     warmup_epochs: float = 0.0  # linear warm-up from 0 over these epochs (the profiles' scaled SGD lr)
     dropout: float | None = None  # before the classifier; None = the architecture's default
     image_size: int = 224
-    augment: str = "eval"  # a stage name of covtl.data.transforms
+    augment: str = "eval"  # an augmentation of covtl.data.transforms.AUGMENTATIONS
     kaiming_init: bool = False  # re-initialise convolutions with Kaiming (random-init runs)
     freeze_backbone: bool = False  # train the classifier only (B, Table VII "frozen")
     rotation_aux: bool = False  # joint 4-way rotation prediction (B, Method 4)

@@ -64,6 +64,9 @@ class StageConfig:
     device: str = ""
     num_workers: int = -1  # DataLoader workers; -1: auto (0 on CPU; covtl.train.resolve_num_workers)
     decoded_cache: bool = True  # read images from covtl.data.cache.DecodedCache (same pixels, ~4x faster)
+    # torch CPU threads; 0: as the process has them (OMP_NUM_THREADS; `covtl study` sets cores // jobs).
+    # CPU results depend on it (summation order), so a run records it and its rerun command repeats it
+    threads: int = 0
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -72,6 +75,10 @@ class StageConfig:
             raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(MODEL_NAMES)}")
         if self.num_workers < -1:
             raise ValueError(f"num_workers must be -1 (auto), 0 (main process) or more, got {self.num_workers}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be 0 (as the process has them) or more, got {self.threads}")
+        if self.threads:
+            torch.set_num_threads(self.threads)
         if self.n_attn and self.backbone not in ATTN_MODELS:
             raise ValueError(f"n_attn={self.n_attn} needs a ResNet backbone, got {self.backbone}")
         if self.init not in ("", "imagenet") and not Path(self.init).is_file():

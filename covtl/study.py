@@ -461,13 +461,50 @@ def _execute(run: Run, out: Path, params: dict[str, Any], kernels=None) -> None:
             ) from None
 
 
-def _prepare(run: Run, key: str, out_root: Path, profile: str, data_root: str | None) -> dict[str, Any] | None:
-    """The run's notebook parameters, or ``None`` when a finished run with this key exists."""
+def _finished(run: Run, key: str, out_root: Path) -> bool:
+    """A finished run with this key exists (its ``run.json`` says so)."""
+    record_path = out_root / "runs" / run.id / "run.json"
+    if not record_path.is_file():
+        return False
+    record = json.loads(record_path.read_text())
+    return record.get("key") == key and record.get("status") == "done"
+
+
+def checkpoints_to_rebuild(runs: list[Run], keys: dict[str, str], out_root: Path) -> set[str]:
+    """Finished runs to run again because a run that will execute needs their missing ``last.pt``.
+
+    Result files are committed without checkpoints (a clone of the recorded study has none), so
+    a run that must still execute may find its upstream finished but its checkpoint gone. The
+    upstream run is then recomputed: deterministically on a CPU with the same thread count (see
+    the book's reproducibility page), and its own upstream in turn if that checkpoint is gone too.
+    """
+    rebuild: set[str] = set()
+    for run in reversed(runs):  # the plan lists upstream runs first: walk downstream first
+        executes = run.id in rebuild or not _finished(run, keys[run.id], out_root)
+        up = run.upstream
+        if executes and up is not None and not (out_root / "runs" / up.id / "last.pt").is_file():
+            rebuild.add(up.id)
+    return rebuild
+
+
+def _prepare(run: Run, key: str, out_root: Path, profile: str, data_root: str | None,
+             rebuild: bool = False) -> dict[str, Any] | None:
+    """The run's notebook parameters, or ``None`` when a finished run with this key exists.
+
+    ``rebuild``: run a finished run again (its checkpoint is needed and gone); its old files are
+    moved to ``<id>.before-rebuild/`` until the new run has finished (:func:`_rebuilt`).
+    """
     out = out_root / "runs" / run.id
     record_path = out / "run.json"
     record = json.loads(record_path.read_text()) if record_path.is_file() else None
     if record and record.get("key") == key and record.get("status") == "done":
-        return None
+        if not rebuild:
+            return None
+        backup = out.with_name(f"{run.id}.before-rebuild")
+        if backup.exists():
+            shutil.rmtree(backup)
+        out.rename(backup)
+        record = None
     if record and record.get("key") != key and out.exists():
         shutil.rmtree(out)  # inputs changed: start this run afresh
     out.mkdir(parents=True, exist_ok=True)
@@ -476,6 +513,21 @@ def _prepare(run: Run, key: str, out_root: Path, profile: str, data_root: str | 
     write_json_atomic(record_path, {"id": run.id, "key": key, "status": "running", "notebook": run.notebook,
                                     "params": params})
     return params
+
+
+def _rebuilt(run: Run, out_root: Path) -> str:
+    """After a rebuild: drop the old files, saying whether the test metrics came out the same."""
+    out = out_root / "runs" / run.id
+    backup = out.with_name(f"{run.id}.before-rebuild")
+    if not backup.exists():
+        return ""
+    old, new = (json.loads(p.read_text()).get("test") if p.is_file() else None
+                for p in (backup / "metrics.json", out / "metrics.json"))
+    shutil.rmtree(backup)
+    if old == new:
+        return " (checkpoint rebuilt; the same test metrics as recorded)"
+    return (" (checkpoint rebuilt; its test metrics differ from the recorded ones: another thread count, "
+            "device or package set -- downstream runs start from the new checkpoint)")
 
 
 def _run_params(run: Run, out_root: Path, profile: str, data_root: str | None) -> dict[str, Any]:
@@ -568,6 +620,10 @@ def run_study(
     keys: dict[str, str] = {}
     for run in runs:  # upstream first, so the upstream key is known
         keys[run.id] = run_key(run, keys, data_fp, code, profile)
+    rebuild = checkpoints_to_rebuild(runs, keys, out_root)
+    if rebuild:
+        echo(f"{len(rebuild)} finished run(s) run again: later runs need their checkpoints, which are gone "
+             f"({', '.join(sorted(rebuild))})")
     if jobs > 1:
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
     start = time.perf_counter()
@@ -609,7 +665,7 @@ def run_study(
                 if len(running) >= jobs:
                     break
                 pending.remove(run)
-                params = _prepare(run, keys[run.id], out_root, profile, data_root)
+                params = _prepare(run, keys[run.id], out_root, profile, data_root, run.id in rebuild)
                 if params is None:
                     counts["skipped"] += 1
                     done.add(run.id)
@@ -632,7 +688,7 @@ def run_study(
                     continue
                 done.add(run.id)
                 counts["ran"] += 1
-                echo(f"[{len(done)}/{len(runs)}] {run.id} done in {took:.1f} s")
+                echo(f"[{len(done)}/{len(runs)}] {run.id} done in {took:.1f} s{_rebuilt(run, out_root)}")
     if failure is not None:
         raise failure
     write_json_atomic(out_root / "plan.json", Plan(profile, plan.cells, plan.not_run).to_json())

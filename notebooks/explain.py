@@ -31,6 +31,7 @@ n_attn: int = 0  # non-local attention blocks: 0, 1 or 5 (ResNets only)
 init: str = ""  # upstream checkpoint (.pt); empty: random init; imagenet: torchvision weights
 out_dir: str = "results/scratch/explain"  # where metrics.json and checkpoints are written
 device: str = ""  # empty: CUDA if available, else CPU; or e.g. cpu, cuda:1
+threads: int = 0  # torch CPU threads; 0: as the process has them (covtl study: cores // jobs)
 n_figure: int = 4  # images kept for the figure
 
 # %%
@@ -38,7 +39,7 @@ from covtl.report import show
 from covtl.stages import StageConfig, explain_stage
 
 cfg = StageConfig(profile=profile, data_root=data_root, seed=seed, backbone=backbone, n_attn=n_attn,
-                  init=init, out_dir=out_dir, device=device)
+                  init=init, out_dir=out_dir, device=device, threads=threads)
 cfg
 
 # %%

@@ -32,6 +32,7 @@ n_attn: int = 0  # non-local attention blocks: 0, 1 or 5 (ResNets only)
 init: str = ""  # upstream checkpoint (.pt); empty: random init; imagenet: torchvision weights
 out_dir: str = "results/scratch/finetune"  # where metrics.json and checkpoints are written
 device: str = ""  # empty: CUDA if available, else CPU; or e.g. cpu, cuda:1
+threads: int = 0  # torch CPU threads; 0: as the process has them (covtl study: cores // jobs)
 num_workers: int = -1  # DataLoader worker processes; -1: auto (0 on CPU, min(8, cores // jobs) on CUDA)
 recipe: str = "a_finetune"  # a_finetune | b_transfer | b_random_init | b_transfer_frozen | b_rotation_joint
 
@@ -40,7 +41,7 @@ from covtl.report import show
 from covtl.stages import StageConfig, finetune_stage
 
 cfg = StageConfig(profile=profile, data_root=data_root, seed=seed, backbone=backbone, n_attn=n_attn,
-                  init=init, out_dir=out_dir, device=device, num_workers=num_workers)
+                  init=init, out_dir=out_dir, device=device, threads=threads, num_workers=num_workers)
 cfg
 
 # %%

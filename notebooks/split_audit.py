@@ -26,18 +26,13 @@
 profile: str = "quick"  # smoke | quick | cpu | paper (covtl.profiles)
 data_root: str = ""  # folder laid out like ../shared/data; empty: the embedded synthetic data
 seed: int = 0  # seed of every random generator of the run
-backbone: str = "resnet18"  # network, one of covtl.models.MODEL_NAMES
-n_attn: int = 0  # non-local attention blocks: 0, 1 or 5 (ResNets only)
-init: str = ""  # upstream checkpoint (.pt); empty: random init; imagenet: torchvision weights
-out_dir: str = "results/scratch/split_audit"  # where metrics.json and checkpoints are written
-device: str = ""  # empty: CUDA if available, else CPU; or e.g. cpu, cuda:1
+out_dir: str = "results/scratch/split_audit"  # where metrics.json and the audit tables are written
 
 # %%
 from covtl.report import show
 from covtl.stages import StageConfig, audit_stage
 
-cfg = StageConfig(profile=profile, data_root=data_root, seed=seed, backbone=backbone, n_attn=n_attn,
-                  init=init, out_dir=out_dir, device=device)
+cfg = StageConfig(profile=profile, data_root=data_root, seed=seed, out_dir=out_dir)
 cfg
 
 # %%

@@ -257,3 +257,21 @@ def test_pages_are_executable_myst_notebooks(page):
     assert front["jupytext"]["text_representation"]["format_name"] == "myst"
     assert "```{code-cell} ipython3" in text, "every page has at least one executed cell (its provenance)"
     assert not re.search(r"^\s*(def|class) ", text, flags=re.M), "no def/class in pages: put it in covtl"
+
+
+def test_rerun_commands_repeat_a_cpu_runs_thread_count(tmp_path):
+    """A teacher rerunning a CPU run must use its thread count, or get different numbers."""
+    from covtl import book
+
+    runs = {"cpu-run": {"device": "cpu", "cpu_threads": 1}, "gpu-run": {"device": "cuda:0", "cpu_threads": 8}}
+    cells, specs = [], {}
+    for rid, prov in runs.items():
+        (tmp_path / "runs" / rid).mkdir(parents=True)
+        (tmp_path / "runs" / rid / "metrics.json").write_text(json.dumps({"provenance": prov}))
+        cells.append({"table": "A2", "model": rid, "setting": "s", "backbone": "resnet18", "runs": [rid]})
+        specs[rid] = {"notebook": "finetune", "params": {"seed": 0}, "upstream": None, "init": ""}
+    (tmp_path / "plan.json").write_text(json.dumps({"profile": "cpu", "cells": cells, "not_run": [], "runs": specs}))
+    (tmp_path / "study.json").write_text(json.dumps({"profile": "cpu", "synthetic": False, "data_root": "/d"}))
+    commands = P.papermill_commands(book.Results(tmp_path), "A2")["command"]
+    assert "-p threads 1" in commands.loc[("cpu-run", "s")]
+    assert "threads" not in commands.loc[("gpu-run", "s")]

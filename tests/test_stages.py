@@ -54,3 +54,23 @@ def test_region_weight_is_a_region_moco_setting_and_is_recorded(tiny_root, tmp_p
     assert saved["stage_config"]["region_weight"] == result["stage_config"]["region_weight"] == 0.0
     assert saved["stage_config"]["method"] == "a_region_moco" and saved["stage_config"]["profile"] == "smoke"
     assert saved["provenance"]["data"]["region_weight"] == 0.0
+
+
+def test_threads_parameter_sets_and_records_the_thread_count(tiny_root, tmp_path, monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setenv("COVTL_CACHE", str(tmp_path / "cache"))
+    before = torch.get_num_threads()
+    try:
+        cfg = StageConfig(profile="smoke", data_root=str(tiny_root), out_dir=str(tmp_path / "t1"), threads=1)
+        assert torch.get_num_threads() == 1
+        result = finetune_stage(cfg, "a_finetune")
+    finally:
+        torch.set_num_threads(before)
+    assert result["provenance"]["cpu_threads"] == 1
+    assert "torch" in result["provenance"]["packages"]
+    # a line per epoch in the output, though no progress bar is drawn (not a terminal)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch ")]
+    assert len(lines) == len(result["history"]) and "train_loss" in lines[0] and "val_acc" in lines[0]
+    with pytest.raises(ValueError, match="threads"):
+        StageConfig(profile="smoke", threads=-1)

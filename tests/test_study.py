@@ -13,7 +13,8 @@ from covtl.paper import load_paper_numbers
 from covtl.profiles import PROFILES
 from covtl.study import NOTEBOOKS, build_plan
 
-COMMON = {"profile", "data_root", "seed", "backbone", "n_attn", "init", "out_dir", "device"}
+COMMON = {"profile", "data_root", "seed", "out_dir"}
+NETWORK = {"backbone", "n_attn", "init", "device", "threads"}  # notebooks that compute with a network
 TRAINING = {"stl_n", "stl_m", "sstl_m", "finetune"}  # notebooks that train: num_workers is theirs too
 
 
@@ -27,6 +28,12 @@ def test_notebooks_are_thin_and_document_typed_parameters(path):
     parsed = PythonTranslator.inspect(params[0])
     names = {p.name for p in parsed}
     assert COMMON <= names
+    if path.stem != "split_audit":
+        assert NETWORK <= names
+    # no parameter is ignored: each is used by the notebook's code
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code" and c is not params[0])
+    used = {n.id for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Name)}
+    assert names <= used, f"parameters the notebook ignores: {sorted(names - used)}"
     if path.stem in TRAINING:
         assert "num_workers" in names
         assert next(p for p in parsed if p.name == "num_workers").default == "-1"  # auto
@@ -201,3 +208,36 @@ def test_table_3_has_a_controlled_row_set_that_differs_only_in_the_objective():
     upstreams = {cells[s].runs[0].upstream.upstream.id for s in ("w Ours", "w MoCo (controlled)",
                                                                  "w SimCLR (controlled)")}
     assert len(upstreams) == 1  # one STL-N -> STL-M chain under all three
+
+
+def test_finished_runs_are_rebuilt_when_a_later_run_needs_their_missing_checkpoint(tmp_path):
+    """A clone of the recorded study has result files but no checkpoints (never committed)."""
+    from covtl.study import Run, _prepare, _rebuilt, checkpoints_to_rebuild
+
+    a = Run("stl_n", (("seed", 0),))
+    b = Run("stl_m", (("seed", 0),), upstream=a)
+    c = Run("finetune", (("seed", 0),), upstream=b)
+    keys = {a.id: "ka", b.id: "kb", c.id: "kc"}
+
+    def finish(run, checkpoint: bool, test=None):
+        folder = tmp_path / "runs" / run.id
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "run.json").write_text(json.dumps({"key": keys[run.id], "status": "done"}))
+        (folder / "metrics.json").write_text(json.dumps({"test": test}))
+        if checkpoint:
+            (folder / "last.pt").write_bytes(b"x")
+
+    finish(a, checkpoint=False)
+    finish(b, checkpoint=False, test={"accuracy": 0.7})
+    assert checkpoints_to_rebuild([a, b, c], keys, tmp_path) == {a.id, b.id}  # c runs: b and a again
+    (tmp_path / "runs" / a.id / "last.pt").write_bytes(b"x")
+    assert checkpoints_to_rebuild([a, b, c], keys, tmp_path) == {b.id}
+    finish(c, checkpoint=False)
+    assert checkpoints_to_rebuild([a, b, c], keys, tmp_path) == set()  # nothing left to run
+
+    # the rebuilt run's old files wait aside until the new run has finished, then go
+    params = _prepare(b, "kb", tmp_path, "cpu", "", rebuild=True)
+    assert params is not None and (tmp_path / "runs" / f"{b.id}.before-rebuild" / "metrics.json").is_file()
+    (tmp_path / "runs" / b.id / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.7}}))
+    assert "the same test metrics" in _rebuilt(b, tmp_path)
+    assert not (tmp_path / "runs" / f"{b.id}.before-rebuild").exists()

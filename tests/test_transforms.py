@@ -1,4 +1,4 @@
-"""Transforms per stage: shapes, determinism, paper values, errors."""
+"""Augmentations: shapes, determinism, paper values, errors."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from covtl.data.transforms import (
+    AUGMENTATIONS,
     IMAGENET_MEAN,
     REGION_RATIO,
-    STAGES,
     TwoCrops,
     build_region_views,
     build_transform,
@@ -36,7 +36,7 @@ def image() -> Image.Image:
 
 @pytest.mark.parametrize("train", [True, False])
 @pytest.mark.parametrize("size", [64, 128])
-@pytest.mark.parametrize("stage", list(STAGES))
+@pytest.mark.parametrize("stage", list(AUGMENTATIONS))
 def test_output_is_float_3_by_s_by_s(stage: str, size: int, train: bool, image: Image.Image) -> None:
     torch.manual_seed(0)
     x = build_transform(stage, size, train=train)(image)
@@ -46,7 +46,7 @@ def test_output_is_float_3_by_s_by_s(stage: str, size: int, train: bool, image: 
     assert torch.isfinite(x).all()
 
 
-@pytest.mark.parametrize("stage", list(STAGES))
+@pytest.mark.parametrize("stage", list(AUGMENTATIONS))
 def test_train_transform_repeats_under_manual_seed(stage: str, image: Image.Image) -> None:
     transform = build_transform(stage, 64, train=True)
     torch.manual_seed(123)
@@ -55,7 +55,7 @@ def test_train_transform_repeats_under_manual_seed(stage: str, image: Image.Imag
     assert torch.equal(first, transform(image))
 
 
-@pytest.mark.parametrize("stage", [s for s in STAGES if s != "eval"])
+@pytest.mark.parametrize("stage", [s for s in AUGMENTATIONS if s != "eval"])
 def test_train_transform_is_random(stage: str, image: Image.Image) -> None:
     transform = build_transform(stage, 64, train=True)
     torch.manual_seed(0)
@@ -63,7 +63,7 @@ def test_train_transform_is_random(stage: str, image: Image.Image) -> None:
     assert any(not torch.equal(views[0], v) for v in views[1:])
 
 
-@pytest.mark.parametrize("stage", list(STAGES))
+@pytest.mark.parametrize("stage", list(AUGMENTATIONS))
 def test_eval_transform_is_deterministic(stage: str, image: Image.Image) -> None:
     transform = build_transform(stage, 64, train=False)
     torch.manual_seed(0)
@@ -162,7 +162,8 @@ def test_blur_sigma_scales_with_image_size() -> None:
 
 def test_a_sstl_m_is_mocos_scheme_by_default() -> None:
     # A sec. 6.2: SSTL-M follows "the same data augmentation scheme as in [26]" (MoCo v1)
-    assert STAGES["a_sstl_m"] == dataclasses.replace(STAGES["a_moco_v1"], source=STAGES["a_sstl_m"].source)
+    sstl_m = AUGMENTATIONS["a_sstl_m"]
+    assert sstl_m == dataclasses.replace(AUGMENTATIONS["a_moco_v1"], source=sstl_m.source)
     t = build_transform("a_sstl_m", 224)
     crop, _ = _step(t, v2.RandomResizedCrop)
     assert crop.scale == (0.2, 1.0) and crop.size == (224, 224)
@@ -181,8 +182,8 @@ def test_a_sstl_m_literal_values_match_paper() -> None:
     assert _step(t, v2.RandomHorizontalFlip)[0].p == 0.5
     assert _step(t, v2.RandomGrayscale)[0].p == 0.5
     # A's fine-tuning uses "the same" augmentation, read literally
-    assert dataclasses.replace(STAGES["a_finetune"], source="") == dataclasses.replace(
-        STAGES["a_sstl_m_literal"], source="")
+    assert dataclasses.replace(AUGMENTATIONS["a_finetune"], source="") == dataclasses.replace(
+        AUGMENTATIONS["a_sstl_m_literal"], source="")
 
 
 @pytest.mark.parametrize("stage", SSL_STAGES)
@@ -197,7 +198,7 @@ def test_region_views_are_five_random_augmented_crops(stage: str, image: Image.I
     torch.manual_seed(0)
     assert torch.equal(first, views(image))  # seeded by torch's global generator, like the transforms
     assert not torch.equal(first, views(image))
-    recipe = STAGES[stage]
+    recipe = AUGMENTATIONS[stage]
     if recipe.crop == "random_resized":
         assert views.scale == recipe.crop_scale and views.ratio == REGION_RATIO
     else:  # a fixed-size crop: square boxes of the image crop's area fraction
@@ -205,8 +206,8 @@ def test_region_views_are_five_random_augmented_crops(stage: str, image: Image.I
         assert all(b - t == r - left for t, left, b, r in boxes.values())
 
 
-def test_region_views_need_a_training_stage() -> None:
-    with pytest.raises(ValueError, match="region views need a training stage, got 'eval'"):
+def test_region_views_need_a_training_augmentation() -> None:
+    with pytest.raises(ValueError, match="region views need a training augmentation, got 'eval'"):
         build_region_views("eval", 32)
 
 
@@ -216,7 +217,7 @@ def test_moco_v1_puts_grayscale_before_jitter() -> None:
 
 
 def test_unknown_stage_lists_valid_ones() -> None:
-    with pytest.raises(ValueError, match="unknown transform stage 'imagenet'.*a_stl_n.*b_moco_v2"):
+    with pytest.raises(ValueError, match="unknown augmentation 'imagenet'.*a_stl_n.*b_moco_v2"):
         build_transform("imagenet", 64)
 
 

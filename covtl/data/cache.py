@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import PIL
 from PIL import Image
+from tqdm import tqdm
 
 from ..io import write_json_atomic
 from .images import IMAGE_MODES, load_image
@@ -263,13 +264,19 @@ class DecodedCache:
         try:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
             jobs = [(p, size, mode, resize) for p in paths]
-            if workers == 1:
-                for i, job in enumerate(jobs):
-                    out[i] = _decode_resized(job)
-            else:
-                with multiprocessing.get_context("fork").Pool(workers) as pool:
-                    for i, array in enumerate(pool.imap(_decode_resized, jobs, chunksize=8)):
-                        out[i] = array
+            # the first build of a large cache takes minutes: a bar on a terminal (none in logs)
+            bar = tqdm(total=len(jobs), unit="img", desc=f"decoding into the {size} px cache", disable=None,
+                       leave=False)
+            with bar:
+                if workers == 1:
+                    for i, job in enumerate(jobs):
+                        out[i] = _decode_resized(job)
+                        bar.update()
+                else:
+                    with multiprocessing.get_context("fork").Pool(workers) as pool:
+                        for i, array in enumerate(pool.imap(_decode_resized, jobs, chunksize=8)):
+                            out[i] = array
+                            bar.update()
             out.flush()
             del out
             os.replace(tmp, dest)

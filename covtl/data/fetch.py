@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TextIO
 
+from tqdm import tqdm
+
 from .. import __version__
 from ..io import write_json_atomic
 
@@ -236,12 +238,16 @@ def _stream_to_part(url: str, part: Path, timeout: float) -> str:
         digest = _hash_file(part) if resume else hashlib.sha256()
         length = response.headers.get("Content-Length")
         received = 0
-        with open(part, "ab" if resume else "wb") as out:
+        total = start + int(length) if length is not None else None
+        bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024, disable=None,
+                   leave=False, desc=part.name.removesuffix(".part"))  # a bar on a terminal only
+        with open(part, "ab" if resume else "wb") as out, bar:
             try:
                 while chunk := response.read(_CHUNK):
                     out.write(chunk)
                     digest.update(chunk)
                     received += len(chunk)
+                    bar.update(len(chunk))
                 if length is not None and received < int(length):  # read(n) does not raise on a cut
                     raise http.client.IncompleteRead(b"", int(length) - received)
             except (OSError, http.client.HTTPException) as err:

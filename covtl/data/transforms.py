@@ -1,13 +1,13 @@
-"""Image transforms per stage, as the two papers give them, scaled to any image size.
+"""Image augmentations, as the two papers give them, scaled to any image size.
 
-Every pipeline is a :class:`Recipe` (data, not code), turned into a callable
+Every pipeline is a :class:`Augmentation` (data, not code), turned into a callable
 ``PIL.Image -> float tensor 3 x s x s`` by :func:`build_transform`. Sizes the papers give at
 224 px are scaled to the run's size ``s``: the "scale to 256, crop 224" of ImageNet training
 becomes "resize to round(s * 256 / 224), crop s"; Gaussian-blur sigmas (given in pixels at
 224 px) are scaled by ``s / 224`` so a view is blurred by the same fraction of the image at
 every size. At ``s = 224`` every value is the paper's.
 
-Stages (``STAGES``; ``build_transform(stage, s, train)``):
+Augmentations by name (``AUGMENTATIONS``; ``build_transform(name, s, train)``):
 
 ======================  =======================================================================
 ``a_stl_n``             A sec. 6.2 STL-N: ImageNet pipeline of ResNet [32]: 256x256, random
@@ -38,12 +38,12 @@ pipeline is kept as ``a_sstl_m_literal``. Fine-tuning keeps the literal crop (``
 
 **Regions (A's region task).** :class:`RegionViews` turns an image into its five lobe regions
 for A's region MoCo: each region gets a random resized crop whose size and aspect ratio do not
-depend on the region (:func:`covtl.regions.random_region_boxes`), then the stage's photometric
+depend on the region (:func:`covtl.regions.random_region_boxes`), then the augmentation's photometric
 steps (colour jitter, grayscale, blur), as A sec. 6.2 treats the regions like the images. No
 horizontal flip: a flipped right-lung crop looks like a left-lung one, which would contradict
 the side the region label encodes.
 
-With ``train=False`` a stage gives its paper's evaluation transform: A's (resize to 256,
+With ``train=False`` an augmentation gives its paper's evaluation transform: A's (resize to 256,
 centre 224 crop, sec. 6.2) or B's (the whole CT image resized to 224x224, sec. IV-A; the
 official code's ``val_transformer`` is ``Resize((224, 224))``).
 
@@ -52,7 +52,7 @@ Every pipeline starts with the same deterministic resize that :mod:`covtl.data.c
 has its size, so ``transform(cache[i])`` equals ``transform(load_image(path))`` exactly under
 the same seed when the cache was built with :func:`cache_spec`'s size and method.
 
-Normalisation is ImageNet's per-channel mean and std for every stage (the networks start
+Normalisation is ImageNet's per-channel mean and std for every augmentation (the networks start
 from ImageNet weights or are compared with ones that do). B's official code instead uses the
 COVID19-CT train-set statistics (mean 0.4527, std 0.3317 on every channel); that is a
 difference of a fixed affine map of the input, recorded here, not reproduced.
@@ -75,9 +75,9 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "MIN_IMAGE_SIZE",
-    "STAGES",
+    "AUGMENTATIONS",
     "BaseResize",
-    "Recipe",
+    "Augmentation",
     "RegionViews",
     "TwoCrops",
     "build_region_views",
@@ -96,8 +96,8 @@ _PAPER_SIZE = 224
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """One stage's augmentation, as data. Pixel sizes are at the papers' 224 px.
+class Augmentation:
+    """One augmentation pipeline, as data. Pixel sizes are at the papers' 224 px.
 
     Geometric steps run first (crop, translation, rotation, flip), then photometric ones
     (colour jitter and grayscale in the source's order, then blur). Flip commutes with every
@@ -126,14 +126,14 @@ class Recipe:
 
 # A sec. 6.2: "each image is scaled to 256x256 and a patch of size 224x224 is randomly cropped
 # [...] Horizontal flip is randomly performed [...] with a probability of 0.5" (pipeline of [32]).
-_A_STL_N = Recipe(source="Liu & Ji 2021 (A), sec. 6.2, STL-N", p_flip=0.5)
+_A_STL_N = Augmentation(source="Liu & Ji 2021 (A), sec. 6.2, STL-N", p_flip=0.5)
 
 # A sec. 6.2: STL-M on COVIDx: "translation, rotation, horizontal flip, intensity shift. All
 # the techniques are randomly performed with a probability of 0.5". A gives no magnitudes; we
 # take COVID-Net's (Wang et al. 2020, the COVIDx authors, ref. [7] of A; lindawangg/COVID-Net
 # data.py): shift 0.1 of the side, rotation 10 degrees, brightness factor 0.9-1.1; and its
 # preprocessing, a centre square crop resized to the input size.
-_A_STL_M = Recipe(
+_A_STL_M = Augmentation(
     source="Liu & Ji 2021 (A), sec. 6.2, STL-M; magnitudes from COVID-Net (Wang et al. 2020)",
     resize="center_crop", resize_at_224=224, crop="none",
     eval_resize="center_crop", eval_resize_at_224=224,
@@ -146,7 +146,7 @@ _A_STL_M = Recipe(
 # horizontal flip, and grayscale conversion are performed randomly with a probability of 0.5."
 # The literal reading: A gives no jitter strength; [26] (MoCo v1, He et al. 2020) uses
 # ColorJitter(0.4, 0.4, 0.4, 0.4). Its two views nearly coincide (module docstring).
-_A_SSTL_M_LITERAL = Recipe(
+_A_SSTL_M_LITERAL = Augmentation(
     source="Liu & Ji 2021 (A), sec. 6.2, SSTL-M as worded; jitter strength from MoCo v1 [26]",
     p_flip=0.5, jitter=(0.4, 0.4, 0.4, 0.4), p_jitter=0.5, p_gray=0.5,
 )
@@ -154,7 +154,7 @@ _A_SSTL_M_LITERAL = Recipe(
 # A sec. 6.2: fine-tuning on COVID19-CT: "The data augmentation scheme is also the same during
 # training. During inference, the center-cropped patch with size 224 for each image is used".
 # Read literally (256, random 224 crop): the values of _A_SSTL_M_LITERAL.
-_A_FINETUNE = Recipe(
+_A_FINETUNE = Augmentation(
     source="Liu & Ji 2021 (A), sec. 6.2, fine-tuning (same as SSTL-M, as worded)",
     p_flip=0.5, jitter=(0.4, 0.4, 0.4, 0.4), p_jitter=0.5, p_gray=0.5,
 )
@@ -162,7 +162,7 @@ _A_FINETUNE = Recipe(
 # A sec. 6.2 and 6.4 (Table 3): the MoCo baseline uses "the same hyperparameters as used in
 # [its] paper [26]": MoCo v1 (He et al. 2020, sec. 4 and its main_moco.py): random resized crop
 # with area (0.2, 1), grayscale p=0.2, ColorJitter(0.4, 0.4, 0.4, 0.4), horizontal flip.
-_A_MOCO_V1 = Recipe(
+_A_MOCO_V1 = Augmentation(
     source="Liu & Ji 2021 (A), sec. 6.2/6.4: MoCo v1 baseline, values of He et al. 2020 [26]",
     crop="random_resized", crop_scale=(0.2, 1.0),
     p_flip=0.5, jitter=(0.4, 0.4, 0.4, 0.4), p_jitter=1.0, p_gray=0.2, gray_before_jitter=True,
@@ -178,7 +178,7 @@ _A_SSTL_M = dataclasses.replace(
 # appendix A): random resized crop (0.08, 1), flip, colour distortion of strength 1 =
 # ColorJitter(0.8, 0.8, 0.8, 0.2) with p=0.8, grayscale p=0.2, Gaussian blur sigma (0.1, 2.0)
 # with p=0.5 (kernel 10% of the image side).
-_A_SIMCLR = Recipe(
+_A_SIMCLR = Augmentation(
     source="Liu & Ji 2021 (A), sec. 6.2/6.4: SimCLR baseline, values of Chen et al. 2020 [28]",
     crop="random_resized", crop_scale=(0.08, 1.0),
     p_flip=0.5, jitter=(0.8, 0.8, 0.8, 0.2), p_jitter=0.8, p_gray=0.2,
@@ -190,7 +190,7 @@ _A_SIMCLR = Recipe(
 # (UCSD-AI4H/COVID-CT, Self-Trans/CT-predict-pretrain.py) is Resize(256),
 # RandomResizedCrop(224, scale=(0.5, 1.0)), RandomHorizontalFlip(), ColorJitter(0.2, 0.2);
 # evaluation is Resize((224, 224)) (B sec. IV-A: "The CT images were resized to 224x224").
-_B_SUPERVISED = Recipe(
+_B_SUPERVISED = Augmentation(
     source="He et al. 2020 (B), sec. IV-B and its official code",
     crop="random_resized", crop_scale=(0.5, 1.0),
     eval_resize="square", eval_resize_at_224=224,
@@ -202,7 +202,7 @@ _B_SUPERVISED = Recipe(
 # saturation of 0.4, random hue of 0.1, Gaussian blur, and random gray-scale conversion" --
 # MoCo v2's set (Chen et al. 2020, arXiv:2003.04297), whose probabilities are jitter p=0.8,
 # grayscale p=0.2, blur p=0.5 with sigma (0.1, 2.0).
-_B_MOCO_V2 = Recipe(
+_B_MOCO_V2 = Augmentation(
     source="He et al. 2020 (B), sec. IV-E-2; probabilities of MoCo v2 (Chen et al. 2020)",
     crop="random_resized", crop_scale=(0.2, 1.0),
     eval_resize="square", eval_resize_at_224=224,
@@ -211,10 +211,10 @@ _B_MOCO_V2 = Recipe(
 )
 
 # A sec. 6.2: "During inference, the center-cropped patch with size 224 for each image is used".
-_EVAL = Recipe(source="Liu & Ji 2021 (A), sec. 6.2, inference", crop="none")
+_EVAL = Augmentation(source="Liu & Ji 2021 (A), sec. 6.2, inference", crop="none")
 
-#: every stage's recipe, by name
-STAGES: dict[str, Recipe] = {
+#: every augmentation, by name
+AUGMENTATIONS: dict[str, Augmentation] = {
     "a_stl_n": _A_STL_N,
     "a_stl_m": _A_STL_M,
     "a_sstl_m": _A_SSTL_M,
@@ -269,16 +269,16 @@ class TwoCrops:
         return f"{type(self).__name__}({self.transform!r})"
 
 
-def _check(stage: str, image_size: int) -> Recipe:
-    """The recipe of ``stage``, after validating ``stage`` and ``image_size``."""
-    if stage not in STAGES:
-        raise ValueError(f"unknown transform stage {stage!r}; choose one of {', '.join(STAGES)}")
+def _check(name: str, image_size: int) -> Augmentation:
+    """The augmentation ``name``, after validating ``name`` and ``image_size``."""
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {name!r}; choose one of {', '.join(AUGMENTATIONS)}")
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
         raise ValueError(
             f"image_size must be an int >= {MIN_IMAGE_SIZE} (pixels of the square network input), "
             f"got {image_size!r}"
         )
-    return STAGES[stage]
+    return AUGMENTATIONS[name]
 
 
 def _scaled(pixels_at_224: float, image_size: int) -> int:
@@ -286,16 +286,16 @@ def _scaled(pixels_at_224: float, image_size: int) -> int:
     return max(1, round(pixels_at_224 * image_size / _PAPER_SIZE))
 
 
-def cache_spec(stage: str, image_size: int, train: bool = True) -> tuple[int, str]:
-    """``(size, resize method)`` of the first step of ``build_transform(stage, image_size, train)``.
+def cache_spec(name: str, image_size: int, train: bool = True) -> tuple[int, str]:
+    """``(size, resize method)`` of the first step of ``build_transform(name, image_size, train)``.
 
     Build a :class:`covtl.data.cache.DecodedCache` with these and the pipeline's first step
     is a no-op on cached images, so cached and uncached runs see the same pixels.
     """
-    recipe = _check(stage, image_size)
-    if train and stage not in _ALWAYS_EVAL:
-        return _scaled(recipe.resize_at_224, image_size), recipe.resize
-    return _scaled(recipe.eval_resize_at_224, image_size), recipe.eval_resize
+    aug = _check(name, image_size)
+    if train and name not in _ALWAYS_EVAL:
+        return _scaled(aug.resize_at_224, image_size), aug.resize
+    return _scaled(aug.eval_resize_at_224, image_size), aug.eval_resize
 
 
 def _to_tensor() -> list:
@@ -303,23 +303,23 @@ def _to_tensor() -> list:
     return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
-def _crop(recipe: Recipe, s: int) -> list:
-    if recipe.crop == "random":
+def _crop(aug: Augmentation, s: int) -> list:
+    if aug.crop == "random":
         return [v2.RandomCrop(s)]
-    if recipe.crop == "random_resized":
-        return [v2.RandomResizedCrop(s, scale=recipe.crop_scale, antialias=True)]
+    if aug.crop == "random_resized":
+        return [v2.RandomResizedCrop(s, scale=aug.crop_scale, antialias=True)]
     return [v2.CenterCrop(s)]  # "none": a no-op when the resize already gave s x s
 
 
-def _geometric(recipe: Recipe) -> list:
+def _geometric(aug: Augmentation) -> list:
     steps = []
-    if recipe.translate:
-        affine = v2.RandomAffine(degrees=0.0, translate=(recipe.translate, recipe.translate))
-        steps += _maybe(affine, recipe.p_translate)
-    if recipe.rotate:
-        steps += _maybe(v2.RandomRotation(recipe.rotate), recipe.p_rotate)
-    if recipe.p_flip:
-        steps.append(v2.RandomHorizontalFlip(p=recipe.p_flip))
+    if aug.translate:
+        affine = v2.RandomAffine(degrees=0.0, translate=(aug.translate, aug.translate))
+        steps += _maybe(affine, aug.p_translate)
+    if aug.rotate:
+        steps += _maybe(v2.RandomRotation(aug.rotate), aug.p_rotate)
+    if aug.p_flip:
+        steps.append(v2.RandomHorizontalFlip(p=aug.p_flip))
     return steps
 
 
@@ -330,50 +330,50 @@ def _maybe(step, p: float) -> list:
     return [step] if p >= 1 else [v2.RandomApply([step], p=p)]
 
 
-def _photometric(recipe: Recipe, s: int) -> list:
-    steps = _maybe(v2.ColorJitter(*recipe.jitter), recipe.p_jitter) if recipe.jitter else []
-    if recipe.p_gray:
-        gray = [v2.RandomGrayscale(p=recipe.p_gray)]
-        steps = gray + steps if recipe.gray_before_jitter else steps + gray
-    if recipe.blur_sigma and recipe.p_blur:
+def _photometric(aug: Augmentation, s: int) -> list:
+    steps = _maybe(v2.ColorJitter(*aug.jitter), aug.p_jitter) if aug.jitter else []
+    if aug.p_gray:
+        gray = [v2.RandomGrayscale(p=aug.p_gray)]
+        steps = gray + steps if aug.gray_before_jitter else steps + gray
+    if aug.blur_sigma and aug.p_blur:
         kernel = 2 * round(0.05 * s) + 1  # odd, ~10% of the side (SimCLR appendix A: 23 at 224)
-        sigma = tuple(x * s / _PAPER_SIZE for x in recipe.blur_sigma)
-        steps += _maybe(v2.GaussianBlur(kernel, sigma=sigma), recipe.p_blur)
+        sigma = tuple(x * s / _PAPER_SIZE for x in aug.blur_sigma)
+        steps += _maybe(v2.GaussianBlur(kernel, sigma=sigma), aug.p_blur)
     return steps
 
 
-def build_transform(stage: str, image_size: int, train: bool = True) -> Callable[[Image.Image], torch.Tensor]:
-    """The transform of ``stage`` at ``image_size``: PIL image -> float tensor ``3 x s x s``.
+def build_transform(name: str, image_size: int, train: bool = True) -> Callable[[Image.Image], torch.Tensor]:
+    """The transform of ``name`` at ``image_size``: PIL image -> float tensor ``3 x s x s``.
 
     Args:
-        stage: one of :data:`STAGES` (see the module docstring for the paper sections).
+        name: one of :data:`AUGMENTATIONS` (see the module docstring for the paper sections).
         image_size: side ``s`` of the square network input, >= :data:`MIN_IMAGE_SIZE`.
-        train: the random training augmentation (True) or the stage's deterministic
-            evaluation transform (False). The ``"eval"`` stage is always deterministic.
+        train: the random training augmentation (True) or the augmentation's deterministic
+            evaluation transform (False). The ``"eval"`` augmentation is always deterministic.
 
     Randomness comes from torch's global generator, so ``torch.manual_seed`` makes a
     pipeline repeatable (DataLoader workers seed it per worker).
 
     Raises:
-        ValueError: an unknown stage (the message lists the valid ones) or a bad size.
+        ValueError: an unknown augmentation (the message lists the valid ones) or a bad size.
     """
-    recipe = _check(stage, image_size)
-    size, method = cache_spec(stage, image_size, train)
+    aug = _check(name, image_size)
+    size, method = cache_spec(name, image_size, train)
     steps: list = [BaseResize(size, method)]
-    if train and stage not in _ALWAYS_EVAL:
-        steps += _crop(recipe, image_size) + _geometric(recipe) + _photometric(recipe, image_size)
+    if train and name not in _ALWAYS_EVAL:
+        steps += _crop(aug, image_size) + _geometric(aug) + _photometric(aug, image_size)
     else:
         steps.append(v2.CenterCrop(image_size))
     return v2.Compose(steps + _to_tensor())
 
 
-def build_two_crops(stage: str, image_size: int) -> TwoCrops:
-    """``TwoCrops`` of the training transform of ``stage``: ``image -> (query, key)`` tensors.
+def build_two_crops(name: str, image_size: int) -> TwoCrops:
+    """``TwoCrops`` of the training transform of ``name``: ``image -> (query, key)`` tensors.
 
-    Meant for the contrastive stages (``a_sstl_m``, ``a_sstl_m_literal``, ``a_moco_v1``,
+    Meant for the contrastive augmentations (``a_sstl_m``, ``a_sstl_m_literal``, ``a_moco_v1``,
     ``a_simclr``, ``b_moco_v2``).
     """
-    return TwoCrops(build_transform(stage, image_size, train=True))
+    return TwoCrops(build_transform(name, image_size, train=True))
 
 
 #: aspect-ratio range (width / height) of every region crop: RandomResizedCrop's default, the
@@ -384,31 +384,31 @@ REGION_RATIO = (3 / 4, 4 / 3)
 class RegionViews:
     """PIL image -> 5 x 3 x s x s augmented lobe regions (ru, rm, rl, lu, ll): A's region task.
 
-    The image goes through the stage's deterministic first resize (the image the two views are
+    The image goes through the augmentation's deterministic first resize (the image the two views are
     cropped from; a no-op on a decoded cache built with :func:`cache_spec`), the lungs are
     located on it, and each region is cut by a random resized crop
     (:func:`covtl.regions.random_region_boxes`) and resized to ``s x s``. The crop follows the
-    stage's image crop: ``random_resized`` uses its area range, a fixed-size ``random`` crop a
+    augmentation's image crop: ``random_resized`` uses its area range, a fixed-size ``random`` crop a
     square of the same area fraction (``(s / resize) ** 2``), ``none`` the mean region area.
-    Then each crop gets its own draw of the stage's photometric steps (colour jitter,
+    Then each crop gets its own draw of the augmentation's photometric steps (colour jitter,
     grayscale, blur), and ImageNet normalisation. Randomness comes from torch's global
     generator, like :func:`build_transform`.
     """
 
-    def __init__(self, stage: str, image_size: int) -> None:
-        recipe = _check(stage, image_size)
-        if stage in _ALWAYS_EVAL:
-            raise ValueError(f"region views need a training stage, got {stage!r}")
+    def __init__(self, name: str, image_size: int) -> None:
+        aug = _check(name, image_size)
+        if name in _ALWAYS_EVAL:
+            raise ValueError(f"region views need a training augmentation, got {name!r}")
         self.size = image_size
-        self.base = BaseResize(*cache_spec(stage, image_size, train=True))
-        if recipe.crop == "random_resized":
-            self.scale, self.ratio = recipe.crop_scale, REGION_RATIO
-        elif recipe.crop == "random":
+        self.base = BaseResize(*cache_spec(name, image_size, train=True))
+        if aug.crop == "random_resized":
+            self.scale, self.ratio = aug.crop_scale, REGION_RATIO
+        elif aug.crop == "random":
             fraction = (image_size / self.base.size) ** 2
             self.scale, self.ratio = (fraction, fraction), (1.0, 1.0)
         else:
             self.scale, self.ratio = (1.0, 1.0), (1.0, 1.0)
-        self.photometric = v2.Compose(_photometric(recipe, image_size))
+        self.photometric = v2.Compose(_photometric(aug, image_size))
         self.to_tensor = v2.Compose(_to_tensor()[:2])  # PIL -> float in [0, 1]
         self.normalize = v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)
 
@@ -432,6 +432,6 @@ class RegionViews:
                 f"ratio={self.ratio}, photometric={self.photometric!r})")
 
 
-def build_region_views(stage: str, image_size: int) -> RegionViews:
-    """:class:`RegionViews` of the training pipeline of ``stage``: image -> 5 x 3 x s x s regions."""
-    return RegionViews(stage, image_size)
+def build_region_views(name: str, image_size: int) -> RegionViews:
+    """:class:`RegionViews` of the training pipeline of ``name``: image -> 5 x 3 x s x s regions."""
+    return RegionViews(name, image_size)
