@@ -402,15 +402,21 @@ def dry_run(profile: str, data_root: str | None = None, jobs: int = 2, only: lis
 # ---------------------------------------------------------------------------- running
 
 
-#: modules that only present results: changing them never invalidates a run
-PRESENTATION = {"book.py", "plotting.py", "report.py", "cli.py", "paper.py", "study.py", "kernels.py", "costs.py"}
+#: modules (and packages) that only present or schedule results: changing them never invalidates a run
+PRESENTATION = {"book.py", "plotting.py", "report.py", "cli.py", "paper.py", "study.py", "kernels.py", "costs.py",
+                "book", "compute.py", "plan.py", "runner.py", "executors.py", "ledger.py"}
+
+
+def _is_presentation(path: Path) -> bool:
+    top = path.relative_to(REPO / "covtl").parts[0]
+    return top in PRESENTATION
 
 
 def _source_hash() -> str:
     """Hash of the covtl code that runs inside the stages (presentation modules excluded)."""
     h = hashlib.sha256()
     for p in sorted((REPO / "covtl").rglob("*.py")):
-        if p.parent.name == "covtl" and p.name in PRESENTATION:
+        if _is_presentation(p):
             continue
         h.update(p.relative_to(REPO).as_posix().encode())
         h.update(p.read_bytes())
