@@ -241,3 +241,22 @@ def test_finished_runs_are_rebuilt_when_a_later_run_needs_their_missing_checkpoi
     (tmp_path / "runs" / b.id / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.7}}))
     assert "the same test metrics" in _rebuilt(b, tmp_path)
     assert not (tmp_path / "runs" / f"{b.id}.before-rebuild").exists()
+
+
+def test_every_module_a_stage_imports_is_hashed_into_the_run_keys():
+    """A run's key hashes covtl.study.ENGINE: a stage importing anything else would go stale unseen."""
+    import subprocess
+    import sys
+
+    from covtl.study import ENGINE, REPO
+
+    # the stage notebooks import covtl.stages and covtl.report; stages import the rest lazily
+    lazy = sorted({node.module for node in ast.walk(ast.parse((REPO / "covtl" / "stages.py").read_text()))
+                   if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module})
+    code = ("import importlib, sys\n"
+            f"for m in {['covtl.stages', *('covtl.' + m for m in lazy)]!r}: importlib.import_module(m)\n"
+            "print('\\n'.join(m for m in sys.modules if m.startswith('covtl')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    tops = {m.split(".")[1] for m in loaded if "." in m}
+    outside = {t for t in tops if t not in ENGINE and f"{t}.py" not in ENGINE}
+    assert not outside, f"stages import covtl modules outside ENGINE (not hashed into run keys): {outside}"
