@@ -406,16 +406,16 @@ def dry_run(profile: str, data_root: str | None = None, jobs: int = 2, only: lis
 #: files, so changing them re-runs the study; everything else in covtl (the book, plotting, the
 #: ledger, the planner, runner and CLI) presents or schedules results and can change freely.
 #: tests/test_study.py checks that every covtl module a stage imports is listed here.
-ENGINE = ("__init__.py", "data", "models", "explain.py", "io.py", "losses.py", "metrics.py", "profiles.py",
+ENGINE_MODULES = ("__init__.py", "data", "models", "explain.py", "io.py", "losses.py", "metrics.py", "profiles.py",
           "provenance.py", "recipes.py", "regions.py", "ssl.py", "stages.py", "train.py", "transferability.py")
 
 
 def _in_engine(path: Path) -> bool:
-    return path.relative_to(REPO / "covtl").parts[0] in ENGINE
+    return path.relative_to(REPO / "covtl").parts[0] in ENGINE_MODULES
 
 
 def _source_hash() -> str:
-    """Hash of the covtl code that runs inside the stages (:data:`ENGINE`)."""
+    """Hash of the covtl code that runs inside the stages (:data:`ENGINE_MODULES`)."""
     h = hashlib.sha256()
     for p in sorted((REPO / "covtl").rglob("*.py")):
         if not _in_engine(p):

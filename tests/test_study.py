@@ -244,11 +244,11 @@ def test_finished_runs_are_rebuilt_when_a_later_run_needs_their_missing_checkpoi
 
 
 def test_every_module_a_stage_imports_is_hashed_into_the_run_keys():
-    """A run's key hashes covtl.study.ENGINE: a stage importing anything else would go stale unseen."""
+    """A run's key hashes covtl.study.ENGINE_MODULES: a stage importing anything else would go stale unseen."""
     import subprocess
     import sys
 
-    from covtl.study import ENGINE, REPO
+    from covtl.study import ENGINE_MODULES, REPO
 
     # the stage notebooks import covtl.stages and covtl.report; stages import the rest lazily
     lazy = sorted({node.module for node in ast.walk(ast.parse((REPO / "covtl" / "stages.py").read_text()))
@@ -258,5 +258,5 @@ def test_every_module_a_stage_imports_is_hashed_into_the_run_keys():
             "print('\\n'.join(m for m in sys.modules if m.startswith('covtl')))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     tops = {m.split(".")[1] for m in loaded if "." in m}
-    outside = {t for t in tops if t not in ENGINE and f"{t}.py" not in ENGINE}
-    assert not outside, f"stages import covtl modules outside ENGINE (not hashed into run keys): {outside}"
+    outside = {t for t in tops if t not in ENGINE_MODULES and f"{t}.py" not in ENGINE_MODULES}
+    assert not outside, f"stages import covtl modules outside ENGINE_MODULES (not hashed into run keys): {outside}"
