@@ -5,12 +5,16 @@
     covtl data fetch covid19-ct --root DIR   download a public dataset (online machines)
     covtl study --profile quick            run the study into results/<profile>/
     covtl book --profile quick             build the Jupyter Book from those results
+
+``-v`` shows debug messages and the traceback of an error, ``-q`` only warnings and errors.
+An error (a failed run, a bad ``--only``, a missing data root) prints one message and exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -83,7 +87,7 @@ def _cmd_dry_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    from .study import run_study
+    from .study import SlurmOptions, run_study
 
     if args.dry_run:
         return _cmd_dry_run(args)
@@ -93,8 +97,13 @@ def _cmd_study(args: argparse.Namespace) -> int:
         for line in emit_commands(args.profile, Path(args.results), args.data_root, args.only):
             print(line)
         return 0
+    slurm = SlurmOptions(partition=args.slurm_partition, time_min=args.slurm_time, gpus=args.slurm_gpus,
+                         cpus=args.slurm_cpus, mem_gb=args.slurm_mem_gb, account=args.slurm_account)
+    if args.log_output:  # the notebooks' own output, streamed by papermill's logger
+        logging.getLogger("papermill").setLevel(logging.INFO)
     run_study(profile=args.profile, results=Path(args.results), data_root=args.data_root, only=args.only,
-              jobs=args.jobs, warm_kernels=not args.fresh_kernels)
+              jobs=args.jobs, warm_kernels=not args.fresh_kernels, executor=args.executor, slurm=slurm,
+              log_output=args.log_output)
     return 0
 
 
@@ -115,6 +124,9 @@ def _cmd_book(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="covtl", description=__doc__.split("\n")[0])
+    loud = parser.add_mutually_exclusive_group()
+    loud.add_argument("-v", "--verbose", action="store_true", help="debug messages, and tracebacks of errors")
+    loud.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list the networks and their parameter counts")
@@ -154,6 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh-kernels", action="store_true",
                    help="start a new kernel for every notebook (default: each worker reuses one, cleared "
                         "between notebooks; see covtl.kernels)")
+    p.add_argument("--log-output", action="store_true",
+                   help="stream each run's output (a line per epoch) while it runs; clearest with --jobs 1")
+    p.add_argument("--executor", choices=("pool", "local", "slurm"), default="pool",
+                   help="where runs execute: pool = workers on this machine (default); local = one process "
+                        "per run through submitit; slurm = one SLURM job per run through submitit, upstream "
+                        "runs first with job dependencies (needs pip install 'covtl[cluster]')")
+    g = p.add_argument_group("SLURM jobs (--executor slurm)")
+    g.add_argument("--slurm-partition", default=None, help="partition to submit to (default: the cluster's)")
+    g.add_argument("--slurm-account", default=None, help="account to charge (default: yours)")
+    g.add_argument("--slurm-time", type=int, default=24 * 60, metavar="MIN", help="time limit per run (1440)")
+    g.add_argument("--slurm-gpus", type=int, default=1, help="GPUs per run (default 1)")
+    g.add_argument("--slurm-cpus", type=int, default=8, help="CPU cores per run, for data loading (default 8)")
+    g.add_argument("--slurm-mem-gb", type=int, default=32, help="memory per run in GB (default 32)")
     p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser("book", help="build the Jupyter Book from a profile's results")
@@ -164,8 +189,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; an error prints one line (the traceback too with ``-v``) and gives exit status 1."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    covtl_log = logging.getLogger("covtl")
+    covtl_log.handlers[:] = [handler]
+    covtl_log.setLevel(level)
+    covtl_log.propagate = False
+    papermill_log = logging.getLogger("papermill")
+    papermill_log.handlers[:] = [handler]
+    papermill_log.propagate = False
+    if not getattr(args, "log_output", False):
+        papermill_log.setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("covtl: interrupted; finished runs are kept", file=sys.stderr)
+        return 130
+    except Exception as err:  # one clear line; the traceback only when asked for
+        if args.verbose:
+            raise
+        print(f"covtl: error: {err}", file=sys.stderr)
+        print("(run with -v for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

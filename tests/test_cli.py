@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -67,9 +68,9 @@ def test_an_interrupted_run_is_finished_on_the_next_study_and_the_rest_is_kept(t
     assert json.loads((victim / "run.json").read_text())["status"] == "done"
 
 
-def test_synth_refuses_to_overwrite(tiny_root):
-    with pytest.raises(Exception, match="not empty|exists|overwrite"):
-        main(["data", "synth", "--out", str(tiny_root), "--scale", "tiny"])
+def test_synth_refuses_to_overwrite(tiny_root, capsys):
+    assert main(["data", "synth", "--out", str(tiny_root), "--scale", "tiny"]) == 1
+    assert re.search("not empty|exists|overwrite", capsys.readouterr().err)
 
 
 @pytest.mark.slow
@@ -83,7 +84,7 @@ def test_a_failing_notebook_names_the_run_and_cell_and_keeps_finished_runs(tmp_p
     (broken / "covid-ct" / "Data-split" / "COVID" / "testCT_COVID.txt").unlink()
     (tmp_path / "res" / "smoke" / "runs" / "keep-me").mkdir(parents=True)
     with pytest.raises(StudyRunError, match=r"run split_audit-s0-\w+ \(notebooks/split_audit.py\) failed in cell \d+"):
-        run_study("smoke", results=tmp_path / "res", data_root=str(broken), only=["B1"], jobs=1, echo=lambda *_: None)
+        run_study("smoke", results=tmp_path / "res", data_root=str(broken), only=["B1"], jobs=1)
     assert (tmp_path / "res" / "smoke" / "runs" / "keep-me").is_dir()
 
 
@@ -123,3 +124,82 @@ def test_emit_commands_prints_every_run_once_upstream_first(tmp_path, capsys):
     assert [d.rsplit("/", 1)[-1] for d in out_dirs] == [r.id for r in runs]  # each run once, in plan order
     assert sum(r.upstream is not None for r in runs) == sum("last.pt" in line for line in lines) > 0
     assert not any(tmp_path.iterdir())  # nothing ran, nothing was written
+
+
+def test_errors_print_one_line_and_exit_1_with_the_traceback_behind_v(tmp_path, capsys):
+    assert main(["study", "--profile", "smoke", "--only", "Z9", "--results", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "covtl: error: --only: unknown table(s) ['Z9']" in err and "Traceback" not in err
+    assert main(["study", "--profile", "smoke", "--data-root", str(tmp_path / "nowhere"), "--only", "B1",
+                 "--results", str(tmp_path)]) == 1
+    assert "data root" in capsys.readouterr().err and not (tmp_path / "smoke").exists()
+    with pytest.raises(ValueError, match="unknown table"):
+        main(["-v", "study", "--profile", "smoke", "--only", "Z9", "--results", str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_submitit_local_executor_runs_a_chain_and_caches_like_the_pool(tmp_path, tiny_root, capsys):
+    """--executor local: one process per run through submitit, upstream runs first; a rerun skips them."""
+    pytest.importorskip("submitit")
+    from covtl.study import build_plan, select
+
+    args = ["study", "--profile", "smoke", "--only", "B7", "--data-root", str(tiny_root), "--results",
+            str(tmp_path), "--executor", "local", "--jobs", "2"]
+    assert main(args) == 0
+    runs = select(build_plan("smoke"), ["B7"]).runs
+    assert any(r.upstream for r in runs)  # a chain: stl_n -> sstl_m -> finetune
+    for run in runs:
+        record = json.loads((tmp_path / "smoke" / "runs" / run.id / "run.json").read_text())
+        assert record["status"] == "done" and (tmp_path / "smoke" / "runs" / run.id / "metrics.json").is_file()
+    study = json.loads((tmp_path / "smoke" / "study.json").read_text())
+    assert study["executor"] == "local" and study["ran"] == len(runs)
+    assert list((tmp_path / "smoke" / "submitit").glob("*_log.err"))  # submitit's per-job logs
+    capsys.readouterr()
+    assert main(args[:-4] + ["--jobs", "1"]) == 0  # the pool executor finds every run finished
+    assert json.loads((tmp_path / "smoke" / "study.json").read_text())["skipped"] == len(runs)
+
+
+def test_slurm_jobs_are_submitted_upstream_first_with_afterok_dependencies(tmp_path, monkeypatch):
+    """The SLURM path without a cluster: a stand-in executor records what submitit would be asked."""
+    import covtl.runner as runner
+    from covtl.study import Study, build_plan, select
+
+    plan = select(build_plan("smoke"), ["B7"])
+    keys = {r.id: f"k-{r.id}" for r in plan.runs}
+    study = Study("smoke", tmp_path / "smoke", "", str(tmp_path), "fp", keys)
+
+    class Job:
+        def __init__(self, n, fn, args):
+            self.job_id, self.fn, self.args = str(1000 + n), fn, args
+
+        def result(self):
+            return self.fn(*self.args)
+
+        def cancel(self, check=True):
+            pass
+
+    class Executor:
+        def __init__(self):
+            self.deps, self.jobs = [], []
+
+        def update_parameters(self, **kw):
+            self.dep = kw.get("slurm_additional_parameters", {}).get("dependency")
+
+        def submit(self, fn, *args):
+            self.jobs.append(Job(len(self.jobs), fn, args))
+            self.deps.append(self.dep)
+            return self.jobs[-1]
+
+    def fake_execute(run, out, params, kernels=None, log_output=False):
+        (out / "metrics.json").write_text("{}")
+
+    monkeypatch.setattr(runner, "_execute", fake_execute)
+    ex = Executor()
+    counts = runner._run_slurm(plan.runs, study, ex)
+    assert counts == {"ran": len(plan.runs), "skipped": 0}
+    job_of = {run.id: job.job_id for run, job in zip(plan.runs, ex.jobs, strict=True)}
+    for run, dep in zip(plan.runs, ex.deps, strict=True):
+        assert dep == (f"afterok:{job_of[run.upstream.id]}" if run.upstream else None), run.id
+    # resubmitting finds every run done: nothing is submitted again
+    ex2 = Executor()
+    assert runner._run_slurm(plan.runs, study, ex2) == {"ran": 0, "skipped": len(plan.runs)} and not ex2.jobs

@@ -76,7 +76,7 @@ def test_runs_in_a_warm_kernel_match_runs_in_fresh_kernels(tmp_path):
     results = {}
     for warm in (True, False):
         out = run_study("smoke", results=tmp_path / str(warm), data_root=str(root), only=["B3"], jobs=1,
-                        echo=lambda *_: None, warm_kernels=warm)
+                        warm_kernels=warm)
         results[warm] = {p.name: _numbers(json.loads((p / "metrics.json").read_text()))
                          for p in sorted((out / "runs").iterdir())}
     assert len(results[True]) >= 4  # several notebooks ran one after another in one kernel
@@ -141,23 +141,23 @@ def test_a_workers_kernel_sees_only_its_gpu(tmp_path, reuse):
 
 def test_run_study_gives_each_worker_a_gpu(tmp_path, monkeypatch):
     import covtl.kernels
-    import covtl.study
+    import covtl.runner
 
     monkeypatch.setattr(covtl.kernels, "visible_gpus", lambda: ["0", "1"])
-    monkeypatch.setattr(covtl.study, "parameter_counts", lambda: [])
+    monkeypatch.setattr(covtl.runner, "parameter_counts", lambda: [])
     envs: list[dict] = []
     lock = threading.Lock()
 
-    def fake_execute(run, out, params, kernels=None):  # record the worker's kernel env, start nothing
+    def fake_execute(run, out, params, kernels=None, log_output=False):  # record the worker's kernel env, start nothing
         env = kernels.kernel_env()
         with lock:
             envs.append((kernels.worker_index(), env["CUDA_VISIBLE_DEVICES"], env["COVTL_JOBS"]))
         (out / "metrics.json").write_text("{}")
 
-    monkeypatch.setattr(covtl.study, "_execute", fake_execute)
+    monkeypatch.setattr(covtl.runner, "_execute", fake_execute)
     for warm in (True, False):
         envs.clear()
-        run_study("smoke", results=tmp_path / str(warm), only=["B3"], jobs=2, echo=lambda *_: None,
+        run_study("smoke", results=tmp_path / str(warm), only=["B3"], jobs=2,
                   warm_kernels=warm)
         assert len(envs) >= 2 and {e[0] for e in envs} <= {0, 1}
         assert all(gpu == str(worker) and jobs == "2" for worker, gpu, jobs in envs)

@@ -212,7 +212,8 @@ def test_table_3_has_a_controlled_row_set_that_differs_only_in_the_objective():
 
 def test_finished_runs_are_rebuilt_when_a_later_run_needs_their_missing_checkpoint(tmp_path):
     """A clone of the recorded study has result files but no checkpoints (never committed)."""
-    from covtl.study import Run, _prepare, _rebuilt, checkpoints_to_rebuild
+    from covtl.runner import _prepare, _rebuilt, checkpoints_to_rebuild
+    from covtl.study import Run
 
     a = Run("stl_n", (("seed", 0),))
     b = Run("stl_m", (("seed", 0),), upstream=a)
