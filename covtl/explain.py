@@ -9,7 +9,9 @@ here from the feature API of :mod:`covtl.models.base` (``gradcam_layer``, ``last
 - :func:`attention_map`: the last non-local block's attention averaged over query positions;
 - :func:`overlay`: a heatmap blended over a CT slice, as an RGB uint8 array for figures;
 - :func:`localisation` / :func:`localisation_scores`: how much of a map falls on the
-  infection masks of the medseg slices (pointing game, energy inside the mask, IoU).
+  infection masks of the medseg slices (pointing game, energy inside the mask, IoU), for the
+  network's maps and for two maps that look at no image (:func:`baseline_map`): a uniform map
+  (its energy inside a mask is the mask's share of the image) and a centre prior.
 
 Every map is N x H x W at the input size, in [0, 1], scaled per image by its maximum (so
 zero stays zero, ratios between pixels are kept, and an all-zero map stays all zero).
@@ -34,9 +36,11 @@ from torch import nn
 from .models.attention import NonLocalBlock
 
 __all__ = [
+    "BASELINES",
     "GradCAM",
     "attention_map",
     "attention_weights",
+    "baseline_map",
     "localisation",
     "localisation_scores",
     "overlay",
@@ -305,8 +309,29 @@ def localisation(heatmap: Any, mask: Any) -> dict[str, float | bool]:
     }
 
 
+#: maps that ignore the image, the floor a network's map must beat to say it looks at lesions
+BASELINES = ("uniform", "centre")
+
+
+def baseline_map(kind: str, height: int, width: int, sigma: float = 0.25) -> np.ndarray:
+    """A map that looks at no image: ``"uniform"`` (all ones) or ``"centre"`` (an isotropic
+    Gaussian at the image centre, standard deviation ``sigma`` x the shorter side), H x W in [0, 1].
+
+    Lesions of lung CT lie in the lungs, left and right of the centre, so a centre prior is the
+    simplest "looks roughly where the lungs are" map; the uniform map's energy inside a mask is
+    the mask's share of the image.
+    """
+    if kind == "uniform":
+        return np.ones((height, width))
+    if kind != "centre":
+        raise ValueError(f"unknown baseline map {kind!r}; choose one of {BASELINES}")
+    y, x = np.mgrid[0:height, 0:width]
+    s = sigma * min(height, width)
+    return np.exp(-(((y - (height - 1) / 2) ** 2 + (x - (width - 1) / 2) ** 2) / (2 * s * s)))
+
+
 def localisation_scores(
-    model: nn.Module,
+    model: nn.Module | None,
     dataset_with_masks: Sequence[dict],
     method: str = "gradcam",
     *,
@@ -320,15 +345,29 @@ def localisation_scores(
         model: a covtl network, already on ``device``.
         dataset_with_masks: items with ``image`` (C x H x W tensor) and ``mask`` (H x W or
             1 x H x W of the image's size, see :func:`localisation`); ``path`` is kept if present.
-        method: ``"gradcam"`` (``model.gradcam_layer``) or ``"attention"`` (last ATTN).
+        method: ``"gradcam"`` (``model.gradcam_layer``), ``"attention"`` (last ATTN), or a
+            map that ignores the image and the model: ``"uniform"`` or ``"centre"``
+            (:func:`baseline_map`). The uniform map's pointing game is its expectation (a peak
+            drawn uniformly among equal pixels hits the mask with probability = its share).
         class_idx: Grad-CAM class (None = predicted); ignored for attention.
 
     Returns:
         one row per item: ``index``, ``path``, ``method``, ``mask_pixels``, ``pointing_game``,
         ``energy_inside``, ``iou_at_half``.
     """
-    if method not in ("gradcam", "attention"):
-        raise ValueError(f"unknown method {method!r}; choose 'gradcam' or 'attention'")
+    if method not in ("gradcam", "attention", *BASELINES):
+        raise ValueError(f"unknown method {method!r}; choose 'gradcam', 'attention', 'uniform' or 'centre'")
+    if method in BASELINES:
+        rows = []
+        for index in range(len(dataset_with_masks)):
+            item = dataset_with_masks[index]
+            mask = _as_mask(item["mask"])
+            scores = localisation(baseline_map(method, *mask.shape), mask)
+            if method == "uniform":
+                scores["pointing_game"] = float(mask.mean())
+            rows.append({"index": index, "path": item.get("path"), "method": method,
+                         "mask_pixels": int(mask.sum()), **scores})
+        return pd.DataFrame(rows)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     rows = []

@@ -389,7 +389,7 @@ def explain_stage(cfg: StageConfig, n_figure: int = 4) -> dict[str, Any]:
     ``examples.json`` with the paths of the images shown; the figure itself is drawn by the
     book from the saved maps (``maps.pt``, a few images only).
     """
-    from .explain import GradCAM, attention_map, localisation_scores
+    from .explain import BASELINES, GradCAM, attention_map, localisation_scores
 
     root = resolve_data_root(cfg.data_root)
     size = scale_recipe(get_recipe("a_finetune"), cfg.profile).image_size
@@ -399,7 +399,8 @@ def explain_stage(cfg: StageConfig, n_figure: int = 4) -> dict[str, Any]:
     model = _build(cfg, 2)
     device = resolve_device(cfg.device or None)
     model.to(device).eval()
-    methods = ["gradcam"] + (["attention"] if cfg.n_attn else [])
+    # the network's maps, and two maps that ignore the image: the floor they must beat
+    methods = ["gradcam"] + (["attention"] if cfg.n_attn else []) + list(BASELINES)
     scores = pd.concat(
         [localisation_scores(model, data, method=m, class_idx=1, device=device) for m in methods]
     )

@@ -322,3 +322,26 @@ def test_localisation_scores_on_medseg_masks(shared_data):
         assert df["energy_inside"].between(0, 1).all() and df["iou_at_half"].between(0, 1).all()
         assert df["pointing_game"].dtype == bool and not df.isna().any().any()
         assert (df["mask_pixels"] == [int(item["mask"].sum()) for item in items]).all()
+
+
+def test_baseline_maps_give_their_known_scores():
+    """Uniform: energy inside = the mask's share of the image; centre prior: peaks in the centre."""
+    from covtl.explain import baseline_map
+
+    mask = np.zeros((8, 8), bool)
+    mask[2:4, 1:3] = True  # 4 of 64 pixels, off centre
+    items = [{"image": torch.zeros(3, 8, 8), "mask": torch.from_numpy(mask), "path": "a"}]
+    uniform = localisation_scores(None, items, method="uniform").iloc[0]
+    assert uniform["energy_inside"] == pytest.approx(4 / 64) and uniform["pointing_game"] == pytest.approx(4 / 64)
+    assert uniform["iou_at_half"] == pytest.approx(4 / 64)
+    centre = baseline_map("centre", 8, 8)
+    assert centre.max() == pytest.approx(np.exp(-0.5 * (0.5**2 * 2) / 4))  # the 4 central pixels tie
+    assert centre[3:5, 3:5].min() == centre.max() and centre[0, 0] < centre[3, 3]
+    middle = mask.copy()
+    middle[:] = False
+    middle[3:5, 3:5] = True
+    on_centre = localisation_scores(None, [{"image": torch.zeros(3, 8, 8), "mask": torch.from_numpy(middle)}],
+                                    method="centre").iloc[0]
+    assert on_centre["pointing_game"] and on_centre["energy_inside"] > 4 / 64
+    with pytest.raises(ValueError, match="unknown baseline"):
+        baseline_map("lungs", 8, 8)
