@@ -465,6 +465,8 @@ def run_study(
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
     start = time.perf_counter()
     runs = plan.runs
+    # the plan first: a study still running (or stopped) is readable, its finished runs shown
+    _write_study_records(plan, study, {"ran": 0, "skipped": 0}, jobs, executor, 0.0, complete=False)
     if executor == "pool":
         counts = _run_pool(runs, study, jobs, warm_kernels)
     else:
@@ -476,18 +478,24 @@ def run_study(
     return study.out_root
 
 
-def _write_study_records(plan: Plan, study: Study, counts: dict, jobs: int, executor: str, seconds: float) -> None:
-    """plan.json, study.json, B's parameter table and summary.csv, once every run has finished."""
+def _write_study_records(plan: Plan, study: Study, counts: dict, jobs: int, executor: str, seconds: float,
+                         complete: bool = True) -> None:
+    """plan.json, study.json, B's parameter table and summary.csv.
+
+    Written before the first run (``complete=False``: ``study.json`` says ``"complete": false``) and
+    again once every run has finished; summary.csv only then.
+    """
     out_root = study.out_root
     write_json_atomic(out_root / "plan.json", Plan(plan.profile, plan.cells, plan.not_run).to_json())
     write_json_atomic(out_root / "b-table2" / "parameters.json",
                       {"rows": parameter_counts(), "provenance": provenance(profile=plan.profile)})
     write_json_atomic(out_root / "study.json", {
         "profile": plan.profile, "data_root": study.root, "data_fingerprint": study.data_fp,
-        "synthetic": not study.data_root, "runs": len(plan.runs), **counts, "jobs": jobs, "executor": executor,
-        "wall_time_s": round(seconds, 1),
+        "synthetic": not study.data_root, "complete": complete, "runs": len(plan.runs), **counts, "jobs": jobs,
+        "executor": executor, "wall_time_s": round(seconds, 1),
         "provenance": provenance(profile=plan.profile, data=study.root),
     })
-    from .report import write_study_summary
+    if complete:
+        from .report import write_study_summary
 
-    write_study_summary(out_root)  # summary.csv: every run's numbers, one row per run x split x metric
+        write_study_summary(out_root)  # summary.csv: every run's numbers, one row per run x split x metric

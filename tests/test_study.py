@@ -261,3 +261,22 @@ def test_every_module_a_stage_imports_is_hashed_into_the_run_keys():
     tops = {m.split(".")[1] for m in loaded if "." in m}
     outside = {t for t in tops if t not in ENGINE_MODULES and f"{t}.py" not in ENGINE_MODULES}
     assert not outside, f"stages import covtl modules outside ENGINE_MODULES (not hashed into run keys): {outside}"
+
+
+def test_a_running_study_is_readable_its_plan_written_before_the_first_run(tmp_path, monkeypatch):
+    import covtl.runner as runner
+    from covtl.study import run_study
+
+    seen = []
+
+    def fake_execute(run, out, params, kernels=None, log_output=False):
+        study = json.loads((tmp_path / "smoke" / "study.json").read_text())
+        seen.append(((tmp_path / "smoke" / "plan.json").is_file(), study["complete"]))
+        (out / "metrics.json").write_text("{}")
+
+    monkeypatch.setattr(runner, "_execute", fake_execute)
+    monkeypatch.setattr(runner, "parameter_counts", lambda: [])
+    monkeypatch.setattr("covtl.report.write_study_summary", lambda out_root: None)
+    run_study("smoke", results=tmp_path, only=["B1"], jobs=1, warm_kernels=False)
+    assert seen == [(True, False)]
+    assert json.loads((tmp_path / "smoke" / "study.json").read_text())["complete"] is True
