@@ -135,7 +135,8 @@ def checkpoints_to_rebuild(runs: list[Run], keys: dict[str, str], out_root: Path
     for run in reversed(runs):  # the plan lists upstream runs first: walk downstream first
         executes = run.id in rebuild or not _finished(run, keys[run.id], out_root)
         up = run.upstream
-        if executes and up is not None and not (out_root / "runs" / up.id / "last.pt").is_file():
+        if (executes and up is not None and not (out_root / "runs" / up.id / "last.pt").is_file()
+                and _finished(up, keys[up.id], out_root)):  # an unfinished upstream run runs anyway
             rebuild.add(up.id)
     return rebuild
 

@@ -228,6 +228,7 @@ def test_finished_runs_are_rebuilt_when_a_later_run_needs_their_missing_checkpoi
         if checkpoint:
             (folder / "last.pt").write_bytes(b"x")
 
+    assert checkpoints_to_rebuild([a, b, c], keys, tmp_path) == set()  # nothing finished: nothing to rebuild
     finish(a, checkpoint=False)
     finish(b, checkpoint=False, test={"accuracy": 0.7})
     assert checkpoints_to_rebuild([a, b, c], keys, tmp_path) == {a.id, b.id}  # c runs: b and a again
