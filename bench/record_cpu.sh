@@ -29,7 +29,7 @@ if [ "$(cat results/pilot/engine-code 2>/dev/null)" != "$code" ]; then
         cp "$d"/{metrics.json,history.json,predictions.csv} "results/pilot/$(basename "$d")/"
     done
     cp /tmp/covtl-pilot/pilot.json results/pilot/pilot.json
-    grep -v '^wrote ' /tmp/covtl-pilot.txt > results/pilot/pilot.txt
+    grep -v -e '^wrote ' -e '^epoch ' /tmp/covtl-pilot.txt > results/pilot/pilot.txt
     echo "$code" > results/pilot/engine-code
 fi
 echo "== study cpu ($(date -u +%FT%TZ))"
