@@ -16,9 +16,10 @@ import pytest
 import torch
 import yaml
 
-from covtl import ledger
+from covtl import book
 from covtl import plotting as P
-from covtl.book import load_claims
+from covtl.book.claims import CONTROLLED, arms_of, load_claims, paper_effect
+from covtl.compute import compute_estimate
 from covtl.paper import load_paper_numbers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,12 +60,28 @@ def _maps(n=2, size=16, attention=True, masks=True):
     return maps
 
 
+def _panels(fig) -> list:
+    return [ax for ax in fig.axes if ax.images]
+
+
 def test_overlays_grid_image_heatmaps_mask():
-    assert len(P.overlays(_maps()).axes) == 2 * 4  # image, Grad-CAM, attention, mask
-    assert len(P.overlays(_maps(n=3, attention=False, masks=False)).axes) == 3 * 2
-    assert len(P.overlays(_maps(n=5), max_images=2).axes) == 2 * 4
+    assert len(_panels(P.overlays(_maps()))) == 2 * 3  # the slice (mask outlined), Grad-CAM, attention
+    assert len(_panels(P.overlays(_maps(n=3, attention=False, masks=False)))) == 3 * 2
+    assert len(_panels(P.overlays(_maps(n=5), max_images=2))) == 2 * 3
     with pytest.raises(ValueError, match="no heatmap"):
         P.overlays(_maps(), ["saliency"])
+
+
+def test_overlays_colour_heatmaps_perceptually_uniformly_with_a_colour_bar():
+    from matplotlib.collections import QuadMesh
+
+    assert P.HEATMAP_CMAP in {"viridis", "inferno", "magma", "plasma", "cividis"}
+    fig = P.overlays(_maps(n=1))
+    bars = [ax for ax in fig.axes if not ax.images]
+    assert len(bars) == 1
+    colours = [c for c in bars[0].collections if isinstance(c, QuadMesh)]  # the colour bar's solids
+    assert [c.get_cmap().name for c in colours] == [P.HEATMAP_CMAP]
+    assert all(ax.title.get_fontsize() >= 10 for ax in _panels(fig) if ax.get_title())
 
 
 def test_score_vs_gain_titles_carry_spearman():
@@ -74,16 +91,16 @@ def test_score_vs_gain_titles_carry_spearman():
     assert len(fig.axes) == 1 and "rho = 1.00" in fig.axes[0].get_title()
     assert len(P.score_vs_gain(df, ["leep", "nce"]).axes) == 2
     few = P.score_vs_gain(df.head(2), "leep")  # too few points: rho undefined, no warning
-    assert "nan" in few.axes[0].get_title()
+    assert "undefined" in few.axes[0].get_title()
     five = P.score_vs_gain(df.assign(logme=df.leep, h_score=1.0, h_score_shrunk=df.nce),
                            ["leep", "nce", "logme", "h_score", "h_score_shrunk"])
-    assert sum(ax.get_visible() for ax in five.axes) == 5  # wrapped into rows of three
+    assert sum(ax.get_visible() and ax.axison for ax in five.axes) == 5  # two a row, the legend in the sixth
 
 
 def test_a_score_constant_up_to_rounding_has_no_rank_correlation():
     # the plain H-score sits at its maximum 1 up to float noise; ranking that noise means nothing
     df = pd.DataFrame({"h_score": [1.0, 1.0 + 2e-15, 1.0 - 1e-15, 1.0 + 1e-15], "gain": [0.0, 1.0, 2.0, 3.0]})
-    assert np.isnan(P.rank_correlations(df).loc["H-score", "Spearman rho"])
+    assert np.isnan(book.rank_correlations(df).loc["H-score", "Spearman rho"])
 
 
 def test_training_curves_two_panels():
@@ -101,6 +118,14 @@ def test_region_figure_one_panel_per_slice():
     assert len(P.region_figure([slice_, slice_]).axes) == 2
 
 
+def test_a_flat_score_axis_reads_as_a_few_short_numbers():
+    df = pd.DataFrame({"h_score": [1.0, 1.0 + 2e-15, 1.0 - 1e-15, 1.0 + 1e-15], "gain": [0.0, 1.0, 2.0, 3.0]})
+    fig = P.score_vs_gain(df, "h_score")
+    fig._repr_png_()  # draws, so that the tick labels are set
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_text()]
+    assert labels and max(len(t) for t in labels) <= 6, labels
+
+
 def test_figures_show_themselves_as_png():
     assert P.paper_vs_ours(_long())._repr_png_().startswith(b"\x89PNG")
 
@@ -109,14 +134,36 @@ def test_figures_show_themselves_as_png():
 
 
 def test_pages_render_before_the_study_has_run(tmp_path):
-    page = P.TablePage("A2", root=tmp_path)
+    page = book.TablePage("A2", root=tmp_path)
     assert page.res is None
-    assert "Not yet run" in page.header().data
-    paper_only = page.comparison()
+    assert "Not yet run" in page.header().parts[-1].data
+    paper_only = page.comparison().data
     assert "accuracy (paper)" in paper_only.columns and len(paper_only) == 6
     assert len(page.figure().axes) == 3
-    assert not P.paper_notes("A6").empty and "0.-909" in P.paper_notes("A6").note.iloc[0]
-    assert "not yet run" in set(P.claims_ledger(tmp_path).verdict)
+    assert not book.paper_notes("A6").empty and "0.-909" in book.paper_notes("A6").note.iloc[0]
+    assert set(book.claims(book.complete_results(tmp_path)).verdict) == {"not yet run"}
+    assert "not yet run" in page.tests().parts[-1].data  # every line of A2, in one line
+
+
+def test_tables_show_every_character_and_keep_an_interval_on_one_line():
+    from covtl.book.tables import interval_text
+
+    command = "papermill notebooks/finetune.ipynb out.ipynb " + " ".join(f"-p p{i} {i}" for i in range(30))
+    df = pd.DataFrame({"command": [command], "ours": [interval_text("81.3", "72.9", "88.8")]})
+    html = book.show(df)._repr_html_()
+    assert command in html and "..." not in html
+    assert "81.3\N{NO-BREAK SPACE}[72.9,\N{NO-BREAK SPACE}88.8]" in html
+    assert "overflow-x: auto" in html  # wider than the page: it scrolls
+    assert book.show(pd.DataFrame({"x": range(200)}))._repr_html_().count("<td>") == 200
+
+
+def test_rows_not_run_are_one_line(tmp_path):
+    why = "not run at the quick profile"
+    plan = {"profile": "quick", "cells": [], "runs": {},
+            "not_run": [{"table": "A2", "model": m, "why": why} for m in ("R-50 1 ATTN", "R-101 Baseline")]}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    line = book.TablePage("A2", root=tmp_path).not_run().data
+    assert line == f"R-50 1 ATTN, R-101 Baseline: {why}." and "\n" not in line
 
 
 def test_complete_results_drops_unfinished_cells(tmp_path):
@@ -130,12 +177,13 @@ def test_complete_results_drops_unfinished_cells(tmp_path):
         (tmp_path / "runs" / rid).mkdir(parents=True)
         (tmp_path / "runs" / rid / "run.json").write_text(json.dumps({"status": status}))
     (tmp_path / "runs" / "done" / "metrics.json").write_text("{}")
-    res = P.complete_results(tmp_path)
+    res = book.complete_results(tmp_path)
     assert [c["model"] for c in res.cells("A2")] == ["R-50 Baseline"]
+    assert len(res.planned) == 2  # the ledger still knows the pending row is planned
 
 
 def test_compute_estimate_counts_every_run_once_in_the_total():
-    per_run, per_table = P.compute_estimate("smoke")
+    per_run, per_table = compute_estimate("smoke")
     assert (per_run["GPU-hours"] > 0).all()
     total = per_table.loc["study (each run once)"]
     assert total["runs"] == len(per_run)
@@ -156,13 +204,13 @@ def test_claims_reference_rows_of_the_paper_numbers():
     paper = load_paper_numbers()
     keys = set(zip(paper.table, paper.model, paper.setting, strict=True))
     for c in claims.itertuples():
-        arms = ledger.arms_of(c)
+        arms = arms_of(c)
         assert c.table.startswith(c.paper), c.id
         for model, setting in arms.values():
-            assert (c.table, model, setting.removesuffix(ledger.CONTROLLED)) in keys, c.id
+            assert (c.table, model, setting.removesuffix(CONTROLLED)) in keys, c.id
         assert arms["a"] != arms["b"], c.id
         assert c.statement.strip(), c.id
-        assert np.isfinite(ledger.paper_effect(c, paper)), c.id
+        assert np.isfinite(paper_effect(c, paper)), c.id
     # B6's "does not surpass" lines are non-inferiority statements, with a margin
     ni = claims[claims.kind == "non-inferiority"]
     assert set(ni.id) == {"B6-07", "B6-08", "B6-09", "B6-10"} and (ni.margin > 0).all()
@@ -200,7 +248,7 @@ def test_config_executes_every_page_and_fails_on_errors():
 
 # ------------------------------------------------------------------------ no typed numbers in prose
 
-#: the interval level fixed by STUDY.md (decision 3), a method constant rather than a result
+#: the interval level fixed by the study (Methods, decision 3), a method constant rather than a result
 ALLOWED = {"95%"}
 NUMBER = re.compile(r"\d+(?:\.\d+)?\s*%|\d+(?:\.\d+)+")
 SECTION_REF = re.compile(r"(?:\bsecs?\.|\bsections?|§)\s*$", re.IGNORECASE)
@@ -259,10 +307,37 @@ def test_pages_are_executable_myst_notebooks(page):
     assert not re.search(r"^\s*(def|class) ", text, flags=re.M), "no def/class in pages: put it in covtl"
 
 
+OWN_PAGES = [p for p in PAGES if p.stem != "teaching"]
+
+
+@pytest.mark.parametrize("page", OWN_PAGES, ids=[p.stem for p in OWN_PAGES])
+def test_pages_read_as_documents(page):
+    """No "show code" toggles around presentation calls, and names imported, not ``P.xyz``."""
+    text = page.read_text()
+    assert "hide-input" not in text, "remove the input of presentation cells (tags: [remove-input])"
+    assert "plotting as P" not in text
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.stem for p in PAGES])
+def test_pages_cite_only_files_in_the_repository(page):
+    assert "STUDY.md" not in page.read_text(), "the study's decisions are in book/methods.md"
+
+
+def test_every_table_with_claims_shows_its_ledger_lines():
+    for table in sorted(set(load_claims().table)):
+        assert "page.tests()" in (BOOK / f"{table.lower()}.md").read_text(), table
+
+
+def test_explanation_pages_warn_that_a_network_that_did_not_learn_draws_noise():
+    pages = [p for p in PAGES if "explain_figure(" in p.read_text()]
+    assert {p.stem for p in pages} == {"a_fig4", "b_fig5"}
+    for page in pages:
+        text = page.read_text()
+        assert "{caution}" in text and "noise" in prose(text) and "explained_networks(" in text, page.name
+
+
 def test_rerun_commands_repeat_a_cpu_runs_thread_count(tmp_path):
     """A teacher rerunning a CPU run must use its thread count, or get different numbers."""
-    from covtl import book
-
     runs = {"cpu-run": {"device": "cpu", "cpu_threads": 1}, "gpu-run": {"device": "cuda:0", "cpu_threads": 8}}
     cells, specs = [], {}
     for rid, prov in runs.items():
@@ -272,6 +347,6 @@ def test_rerun_commands_repeat_a_cpu_runs_thread_count(tmp_path):
         specs[rid] = {"notebook": "finetune", "params": {"seed": 0}, "upstream": None, "init": ""}
     (tmp_path / "plan.json").write_text(json.dumps({"profile": "cpu", "cells": cells, "not_run": [], "runs": specs}))
     (tmp_path / "study.json").write_text(json.dumps({"profile": "cpu", "synthetic": False, "data_root": "/d"}))
-    commands = P.papermill_commands(book.Results(tmp_path), "A2")["command"]
+    commands = book.papermill_commands(book.Results(tmp_path), "A2")["command"]
     assert "-p threads 1" in commands.loc[("cpu-run", "s")]
     assert "threads" not in commands.loc[("gpu-run", "s")]

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from covtl import book, ledger
+from covtl import book
 from covtl.metrics import (
     benjamini_hochberg,
     binary_metrics,
@@ -231,7 +231,7 @@ def test_ledger_verdicts_follow_the_rules(tmp_path):
                        margin=0.05),
                  _line("ni-bad", "B6", ("ResNet-50", "Method 3"), ("ResNet-50", "Method 2"),
                        kind="non-inferiority", margin=0.05))
-    led = ledger.claims(res, spec=spec).set_index("claim")
+    led = book.claims(res, spec=spec).set_index("claim")
     assert led.loc["up", "verdict"].startswith("reproduced")
     assert led.loc["down", "verdict"] == "contradicted"
     assert led.loc["ni", "verdict"] == "reproduced"  # equal accuracy, tight interval: not worse by 5 points
@@ -245,13 +245,13 @@ def test_within_noise_and_excluding_the_papers_effect(tmp_path):
     res = _results(tmp_path, {("B6", "ResNet-50", "Method 1"): _seeds(0.80),
                               ("B6", "ResNet-50", "Method 2"): _seeds(0.80)})
     spec = _spec(_line("flat", "B6", ("ResNet-50", "Method 1"), ("ResNet-50", "Method 2")))
-    led = ledger.claims(res, spec=spec).set_index("claim")
+    led = book.claims(res, spec=spec).set_index("claim")
     # a difference near 0 with an interval of a few points excludes the paper's +14 points
     assert led.loc["flat", "verdict"] == "contradicted (excludes the paper's effect)"
     # independent networks 2 points apart on 400 images: the interval holds 0; no paper number to exclude
     noisy = _results(tmp_path / "noisy", {("B6", "X", "Method 1"): [_predictions(0.80, seed=1)],
                                           ("B6", "X", "Method 2"): [_predictions(0.82, seed=2)]})
-    row = ledger.claims(noisy, spec=_spec(_line("n", "B6", ("X", "Method 1"), ("X", "Method 2")))).iloc[0]
+    row = book.claims(noisy, spec=_spec(_line("n", "B6", ("X", "Method 1"), ("X", "Method 2")))).iloc[0]
     assert row["paper effect"] == "" and row.verdict == "within noise"
 
 
@@ -261,11 +261,27 @@ def test_no_verdict_from_a_network_that_did_not_learn(tmp_path):
         p["prob_1"], p["prob_0"] = 0.1, 0.9  # NonCOVID for every image
     res = _results(tmp_path, {("B6", "ResNet-50", "Method 1"): dead, ("B6", "ResNet-50", "Method 2"): _seeds(0.9)})
     spec = _spec(_line("x", "B6", ("ResNet-50", "Method 1"), ("ResNet-50", "Method 2")))
-    row = ledger.claims(res, spec=spec).iloc[0]
+    row = book.claims(res, spec=spec).iloc[0]
     assert row.verdict == "no verdict: a network did not learn" and "every test image" in row.note
     assert np.isnan(row.p)
-    table = book.comparison("B6", res).set_index("setting")
+    table = book.comparison("B6", res).droplevel("model")
     assert table.loc["Method 1", "learned"].startswith("no:") and table.loc["Method 2", "learned"] == "yes"
+
+
+def test_every_ledger_line_of_a_table_is_on_its_page(tmp_path):
+    """B6's "Method 2 vs 1" once fell off its page when Method 1 learned nothing: a line without a
+    verdict is still one of the table's lines, and the lines without runs share one line."""
+    dead = _seeds(0.5)
+    for p in dead:
+        p["prob_1"], p["prob_0"] = 0.1, 0.9  # NonCOVID for every image
+    _results(tmp_path, {("B6", "ResNet-50", "Method 1"): dead, ("B6", "ResNet-50", "Method 2"): _seeds(0.9)})
+    shown, not_run = book.TablePage("B6", root=tmp_path).tests().parts
+    assert list(shown.data.index) == ["B6-01"]
+    assert shown.data.loc["B6-01", "verdict"] == "no verdict: a network did not learn"
+    assert "B6-02 to B6-12" in not_run.data and "not run at the cpu profile" in not_run.data
+    ledger = book.claims(book.complete_results(tmp_path))
+    statements = [p.data for p in book.claims_by_statement(ledger).parts if "> " in getattr(p, "data", "")]
+    assert len(statements) == ledger.statement.nunique()  # each quotation once
 
 
 def test_stand_ins_and_repeated_comparisons_are_one_test(tmp_path):
@@ -275,7 +291,7 @@ def test_stand_ins_and_repeated_comparisons_are_one_test(tmp_path):
     spec = _spec(_line("same", "B3", ("ResNet-18", "Rand."), ("ResNet-50", "Rand.")),
                  _line("r18", "B3", ("ResNet-18", "Rand."), ("ResNet-18", "Trans.")),
                  _line("r50", "B3", ("ResNet-50", "Rand."), ("ResNet-50", "Trans.")))
-    led = ledger.claims(res, spec=spec).set_index("claim")
+    led = book.claims(res, spec=spec).set_index("claim")
     assert led.loc["same", "verdict"] == "not testable"
     assert "same runs as r18" in led.loc["r50", "note"]
     assert led.loc["r50", "verdict"] == led.loc["r18", "verdict"]
@@ -287,14 +303,14 @@ def test_runs_on_different_test_images_are_not_paired(tmp_path):
     res = _results(tmp_path, {("B6", "ResNet-50", "Method 1"): _seeds(0.6),
                               ("B6", "ResNet-50", "Method 2"): _seeds(0.9, offset=1000)})
     spec = _spec(_line("x", "B6", ("ResNet-50", "Method 1"), ("ResNet-50", "Method 2")))
-    assert ledger.claims(res, spec=spec).verdict.iloc[0] == "not comparable"
+    assert book.claims(res, spec=spec).verdict.iloc[0] == "not comparable"
 
 
 def test_synthetic_results_read_pipeline_check(tmp_path):
     res = _results(tmp_path, {("B6", "ResNet-50", "Method 1"): _seeds(0.6),
                               ("B6", "ResNet-50", "Method 2"): _seeds(0.9)}, synthetic=True)
     spec = _spec(_line("x", "B6", ("ResNet-50", "Method 1"), ("ResNet-50", "Method 2")))
-    row = ledger.claims(res, spec=spec).iloc[0]
+    row = book.claims(res, spec=spec).iloc[0]
     assert row.verdict == "pipeline check" and "rule reads: reproduced" in row.note
 
 
@@ -303,10 +319,10 @@ def test_interaction_claim_in_the_ledger(tmp_path):
                               ("A4", "R-50 Baseline", "w TL"): _seeds(0.72, offset=0),
                               ("A4", "R-50 5 ATTNs", "w/o TL"): _seeds(0.70),
                               ("A4", "R-50 5 ATTNs", "w TL"): _seeds(0.90)})
-    claims = ledger.load_claims()
+    claims = book.load_claims()
     line = claims[(claims.kind == "interaction") & (claims.model_a == "R-50 5 ATTNs")
                   & (claims.metric == "accuracy")].head(1)
-    row = ledger.claims(res, spec=line).iloc[0]
+    row = book.claims(res, spec=line).iloc[0]
     assert row.verdict.startswith("reproduced")
     assert row["paper effect"] == "+4.7"  # Table 4: (93.9 - 84.7) - (88.2 - 83.7)
 
