@@ -47,7 +47,7 @@ def test_readers_take_null_as_nan():
 
 
 def test_book_values_take_null_as_nan():
-    from covtl.book import _run_value
+    from covtl.book.evidence import run_value as _run_value
 
     assert math.isnan(_run_value({"scores": {"leep": None}}, "leep"))
     assert math.isnan(_run_value({"best_val": {"val_acc": 0.5, "val_top5": None}}, "top5"))

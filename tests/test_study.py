@@ -8,7 +8,7 @@ import json
 import jupytext
 import pytest
 
-from covtl.ledger import CONTROLLED
+from covtl.book.claims import CONTROLLED
 from covtl.paper import load_paper_numbers
 from covtl.profiles import PROFILES
 from covtl.study import NOTEBOOKS, build_plan

@@ -27,7 +27,6 @@ from .datasets import (
     split_statistics,
 )
 from .evidence import SCORES, Evidence, cell_value
-from .evidence import run_value as _run_value  # noqa: F401 (its name before the package; tests/test_io.py)
 from .maps import explain_figure, explained_networks, figure_maps, localisation_table
 from .methods import (
     attention_placement,
