@@ -73,7 +73,7 @@ lint: $(BIN)/.installed
 # It keeps the current pins unless pyproject.toml needs others; LOCK_FLAGS=--upgrade refreshes all.
 # uv reads PyPI (not pip.conf): pyproject's torch cap keeps the lock at the torch wheels pip finds.
 lock: $(filter $(VENV)/lock-tool/bin/uv,$(UV))
-	$(UV) pip compile pyproject.toml --extra dev --universal --python-version 3.11 --fork-strategy fewest \
+	$(UV) pip compile pyproject.toml --extra dev --extra cluster --universal --python-version 3.11 --fork-strategy fewest \
 	  --custom-compile-command "make lock" --quiet $(LOCK_FLAGS) -o $(LOCK)
 
 $(VENV)/lock-tool/bin/uv:

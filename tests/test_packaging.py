@@ -198,7 +198,10 @@ def test_environment_yml_installs_what_pyproject_declares():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     assert env["channels"] == ["conda-forge", "nodefaults"]
     conda_names, conda = set(), {}
-    for entry in env["dependencies"]:
+    # conda-forge packages, and the few it lacks under `pip:` (everything but the editable covtl)
+    from_pip = [e for entry in env["dependencies"] if isinstance(entry, dict) for e in entry.get("pip", [])
+                if not e.startswith("-")]
+    for entry in [*env["dependencies"], *from_pip]:
         if isinstance(entry, str) and not entry.startswith(("python", "pip")):
             name, spec = _split(entry)
             conda_names.add(name)
