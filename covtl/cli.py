@@ -185,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=PROFILE_NAMES, default="quick", help="whose results the book shows")
     p.add_argument("--results", default=str(REPO / "results"), help="results folder (default results/)")
     p.set_defaults(func=_cmd_book)
+
+    from .teaching import register as register_teaching  # covtl teach ...: the class helpers
+
+    register_teaching(sub)
     return parser
 
 

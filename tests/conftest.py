@@ -18,3 +18,33 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def smoke_results(tmp_path_factory) -> Path:
+    """The whole study at the smoke profile, run once per test session: the ``--results`` folder
+    (``<it>/smoke/`` holds plan.json, study.json and runs/). Shared by the end-to-end, book,
+    browser and teaching tests, since it is the slowest thing the suite does.
+
+    ``COVTL_SMOKE_RESULTS=<folder>`` uses a finished smoke study instead (to iterate on the
+    tests that read it)."""
+    from covtl.cli import main
+
+    if os.environ.get("COVTL_SMOKE_RESULTS"):
+        return Path(os.environ["COVTL_SMOKE_RESULTS"])
+    results = tmp_path_factory.mktemp("smoke-study") / "results"
+    assert main(["study", "--profile", "smoke", "--results", str(results)]) == 0
+    return results
+
+
+@pytest.fixture(scope="session")
+def smoke_book(smoke_results) -> Path:
+    """The book built (``covtl book``, warnings as errors) from :func:`smoke_results`: its html folder.
+
+    ``COVTL_SMOKE_BOOK=<html folder>`` uses a book already built from smoke results instead."""
+    from covtl.cli import main
+
+    if os.environ.get("COVTL_SMOKE_BOOK"):
+        return Path(os.environ["COVTL_SMOKE_BOOK"])
+    assert main(["book", "--profile", "smoke", "--results", str(smoke_results)]) == 0
+    return ROOT / "_build" / "html"

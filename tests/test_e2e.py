@@ -1,7 +1,9 @@
 """End to end: the whole study at the smoke profile on the embedded data, then the book.
 
 This is what CI runs on every commit (numbers at the smoke profile mean nothing; the test is
-that every stage, table and page works). The book is built with warnings as errors.
+that every stage, table and page works). The book is built with warnings as errors. The study
+and the book are the session fixtures ``smoke_results`` and ``smoke_book`` (tests/conftest.py),
+which the browser and teaching tests reuse.
 """
 
 from __future__ import annotations
@@ -10,17 +12,15 @@ import json
 
 import pytest
 
-from covtl.cli import main
 from covtl.study import build_plan
 
 
 @pytest.mark.slow
-def test_smoke_study_then_book(tmp_path):
-    results = tmp_path / "results"
-    assert main(["study", "--profile", "smoke", "--results", str(results)]) == 0
+def test_smoke_study_then_book(smoke_results, smoke_book):
+    results = smoke_results
     study = json.loads((results / "smoke" / "study.json").read_text())
     assert study["runs"] == len(build_plan("smoke").runs) and study["synthetic"]
     for run_dir in (results / "smoke" / "runs").iterdir():
         assert json.loads((run_dir / "run.json").read_text())["status"] == "done", run_dir.name
         assert (run_dir / "metrics.json").is_file(), run_dir.name
-    assert main(["book", "--profile", "smoke", "--results", str(results)]) == 0
+    assert (smoke_book / "index.html").is_file()
