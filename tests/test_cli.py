@@ -44,7 +44,7 @@ def test_study_runs_a_table_then_skips_it_when_nothing_changed(tmp_path, tiny_ro
     assert counts["resnet50"] == 25_557_032
     capsys.readouterr()
     assert main(args) == 0  # second time: nothing changed, nothing runs
-    assert "0 runs executed, 1 unchanged" in capsys.readouterr().out
+    assert "0 runs executed, 1 unchanged" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -62,7 +62,7 @@ def test_an_interrupted_run_is_finished_on_the_next_study_and_the_rest_is_kept(t
     (victim / "metrics.json").unlink()
     capsys.readouterr()
     assert main(args) == 0
-    assert "1 runs executed, 2 unchanged" in capsys.readouterr().out
+    assert "1 runs executed, 2 unchanged" in capsys.readouterr().err
     after = json.loads((victim / "metrics.json").read_text())
     assert after["history"] == before["history"] and after["best_val"] == before["best_val"]
     assert json.loads((victim / "run.json").read_text())["status"] == "done"

@@ -390,6 +390,8 @@ def test_two_slurm_tasks_without_torchrun_train_as_two_ranks(tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err[-3000:] for _, err in outs]
-    assert sorted(out.strip() for out, _ in outs) == ["rank 0 ok", "rank 1 ok"]
+    assert sorted(out.strip().splitlines()[-1] for out, _ in outs) == ["rank 0 ok", "rank 1 ok"]
+    epochs = [[ln for ln in out.splitlines() if ln.startswith("epoch ")] for out, _ in outs]
+    assert sorted(map(len, epochs)) == [0, 2]  # one line per epoch, from rank 0 only
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["config"]["world_size"] == 2
