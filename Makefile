@@ -1,5 +1,6 @@
 # covtl: two commands do all the set-up (see README.md)
-#   make study   create .venv, install, run the whole study at PROFILE (default quick), build the book
+#   make study   create .venv, install, run the whole study at PROFILE (default quick), build the book:
+#                the recorded real-data study (results/cpu/) as its headline, your run in "Your run"
 #   make test    create .venv, install, run the test suite (what CI runs)
 #   make lock    re-resolve requirements.lock after changing the dependencies in pyproject.toml
 # `make` installs the exact versions in requirements.lock (what CI tests), then covtl itself; it
@@ -42,7 +43,7 @@ $(BIN)/.installed: pyproject.toml $(LOCK)
 
 study: $(BIN)/.installed
 	$(BIN)/covtl study --profile $(PROFILE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
-	$(BIN)/covtl book --profile $(PROFILE)
+	$(BIN)/covtl book --yours $(PROFILE)
 
 test: $(BIN)/.installed chromium
 	$(BIN)/python -m pytest

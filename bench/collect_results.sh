@@ -6,7 +6,8 @@
 # For a study run from another checkout (e.g. a git worktree kept still while the study runs, so
 # that edits here never reach a running notebook): every run whose run.json says "done" gets its
 # JSON, CSV and PNG files copied (never checkpoints, executed notebooks or saved tensors), and
-# plan.json, study.json and the other top-level records come along. Nothing is committed.
+# plan.json, study.json and the other top-level records come along, and the explanation figures
+# are drawn from maps.pt into figures/<table>-maps.png (bench/render_maps.py). Nothing is committed.
 set -euo pipefail
 src=${1:?source results folder, e.g. /work/study-run/results/cpu}
 dest=${2:?destination results folder, e.g. results/cpu}
@@ -27,3 +28,5 @@ for run in "$src"/runs/*/; do
     n=$((n + 1))
 done
 echo "copied the records of $n finished runs into $dest"
+# the explanation figures as pictures (maps.pt holds CT slices as tensors and is never copied)
+"$(dirname "$0")/../.venv/bin/python" "$(dirname "$0")/render_maps.py" "$src" "$dest"

@@ -4,7 +4,8 @@
     covtl data synth --out DIR             write the embedded synthetic data root
     covtl data fetch covid19-ct --root DIR   download a public dataset (online machines)
     covtl study --profile quick            run the study into results/<profile>/
-    covtl book --profile quick             build the Jupyter Book from those results
+    covtl book --yours quick               build the Jupyter Book: the recorded real-data study
+                                           (results/cpu) first, your quick run in "Your run"
 
 ``-v`` shows debug messages and the traceback of an error, ``-q`` only warnings and errors.
 An error (a failed run, a bad ``--only``, a missing data root) prints one message and exits 1.
@@ -23,6 +24,7 @@ from pathlib import Path
 from .profiles import PROFILE_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
+log = logging.getLogger("covtl")
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -107,18 +109,43 @@ def _cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the recorded real-data study, committed with covtl: the book's headline when present
+HEADLINE_PROFILE = "cpu"
+
+
+def book_profile(results: Path, profile: str | None) -> str:
+    """The profile whose results are the book's headline: ``profile`` if given, else the recorded
+    study (``cpu``) when ``results`` holds it, else ``quick``."""
+    if profile:
+        return profile
+    return HEADLINE_PROFILE if (results / HEADLINE_PROFILE / "plan.json").is_file() else "quick"
+
+
 def _cmd_book(args: argparse.Namespace) -> int:
-    results = Path(args.results) / args.profile
+    root = Path(args.results)
+    profile = book_profile(root, args.profile)
+    results = root / profile
     if not (results / "plan.json").is_file():
-        raise SystemExit(f"no study results in {results}: run `covtl study --profile {args.profile}` first")
+        raise SystemExit(f"no study results in {results}: run `covtl study --profile {profile}` first")
     env = {**os.environ, "COVTL_RESULTS": str(results.resolve())}
+    env.pop("COVTL_YOURS", None)
+    if args.yours:
+        yours = root / args.yours
+        if not (yours / "plan.json").is_file():
+            raise SystemExit(f"no study results in {yours} for --yours: run `covtl study --profile {args.yours}` "
+                             "first, or leave --yours out")
+        env["COVTL_YOURS"] = str(yours.resolve())
+    log.info("book: headline results %s%s", results, f", your run {env['COVTL_YOURS']}" if args.yours else "")
     # jupyter-book v1 has no `python -m jupyter_book`; run its CLI with this interpreter
+    out = Path(args.out).resolve() if args.out else REPO
     cmd = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
            "build", str(REPO), "--all", "-W", "-n", "--keep-going"]  # --all: results change, sources don't
+    if args.out:
+        cmd += ["--path-output", str(out)]
     print(" ".join(cmd))
     done = subprocess.run(cmd, env=env, cwd=REPO)
     if done.returncode == 0:
-        print(f"book: {REPO / '_build' / 'html' / 'index.html'}")
+        print(f"book: {out / '_build' / 'html' / 'index.html'}")
     return done.returncode
 
 
@@ -181,9 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--slurm-mem-gb", type=int, default=32, help="memory per run in GB (default 32)")
     p.set_defaults(func=_cmd_study)
 
-    p = sub.add_parser("book", help="build the Jupyter Book from a profile's results")
-    p.add_argument("--profile", choices=PROFILE_NAMES, default="quick", help="whose results the book shows")
+    p = sub.add_parser("book", help="build the Jupyter Book: the recorded real-data study, and your own run apart")
+    p.add_argument("--profile", choices=PROFILE_NAMES, default=None,
+                   help="whose results every page shows (default: the recorded study, cpu, when the results "
+                        "folder holds it, else quick)")
+    p.add_argument("--yours", choices=PROFILE_NAMES, default=None, metavar="PROFILE",
+                   help="also show your own run at this profile, in the chapter 'Your run' only (make study: "
+                        "the profile it ran)")
     p.add_argument("--results", default=str(REPO / "results"), help="results folder (default results/)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="build into DIR/_build/html (default: the repository's _build/html)")
     p.set_defaults(func=_cmd_book)
 
     from .teaching import register as register_teaching  # covtl teach ...: the class helpers

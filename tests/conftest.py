@@ -48,3 +48,20 @@ def smoke_book(smoke_results) -> Path:
         return Path(os.environ["COVTL_SMOKE_BOOK"])
     assert main(["book", "--profile", "smoke", "--results", str(smoke_results)]) == 0
     return ROOT / "_build" / "html"
+
+
+@pytest.fixture(scope="session")
+def default_book(smoke_results, tmp_path_factory) -> Path:
+    """The book as ``make study`` builds it: the recorded real-data study (``results/cpu/``,
+    committed) as the headline and the session's smoke study as "your run"; its html folder
+    (built apart from :func:`smoke_book`'s)."""
+    from covtl.cli import main
+
+    work = tmp_path_factory.mktemp("default-book")
+    results = work / "results"
+    results.mkdir()
+    (results / "cpu").symlink_to(ROOT / "results" / "cpu", target_is_directory=True)
+    (results / "smoke").symlink_to(smoke_results / "smoke", target_is_directory=True)
+    assert main(["book", "--results", str(results), "--yours", "smoke", "--out", str(work)]) == 0
+    return work / "_build" / "html"
+

@@ -350,3 +350,110 @@ def test_rerun_commands_repeat_a_cpu_runs_thread_count(tmp_path):
     commands = book.papermill_commands(book.Results(tmp_path), "A2")["command"]
     assert "-p threads 1" in commands.loc[("cpu-run", "s")]
     assert "threads" not in commands.loc[("gpu-run", "s")]
+
+
+# ------------------------------------------------------------------------ the recorded study and your run
+
+
+def _study(root: Path, profile: str, synthetic: bool, runs: dict[str, str], table: str = "A-Fig4",
+           complete: bool = True) -> None:
+    """A results folder with one cell per run of ``table`` (run id -> status)."""
+    cells = [{"table": table, "model": rid, "setting": "Grad-CAM", "backbone": "resnet18", "runs": [rid]}
+             for rid in runs]
+    specs = {rid: {"notebook": "explain", "params": {}, "upstream": None, "init": ""} for rid in runs}
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "plan.json").write_text(json.dumps({"profile": profile, "cells": cells, "not_run": [], "runs": specs}))
+    (root / "study.json").write_text(json.dumps({"profile": profile, "synthetic": synthetic, "complete": complete,
+                                                 "runs": len(runs), "data_root": "/d", "provenance": {}}))
+    for rid, status in runs.items():
+        (root / "runs" / rid).mkdir(parents=True)
+        (root / "runs" / rid / "run.json").write_text(json.dumps({"status": status}))
+        if status == "done":
+            (root / "runs" / rid / "metrics.json").write_text("{}")
+
+
+def test_a_study_still_recording_says_how_far_it_is(tmp_path):
+    _study(tmp_path, "cpu", False, {"a": "done", "b": "running", "c": "done"}, complete=False)
+    line = book.load_results(tmp_path).provenance_line()
+    assert "real data" in line and "recording in progress: 2 of 3 runs finished" in line
+    _study(tmp_path / "done", "cpu", False, {"a": "done"})
+    assert "in progress" not in book.load_results(tmp_path / "done").provenance_line()
+
+
+def test_explanation_maps_are_kept_as_a_picture_of_the_same_runs(tmp_path):
+    from IPython.display import Image
+    from matplotlib.figure import Figure
+
+    from covtl.book.maps import maps_picture, write_maps_figure
+
+    src, dest = tmp_path / "study", tmp_path / "committed"
+    _study(src, "cpu", False, {"x1": "done", "x2": "done"})
+    assert write_maps_figure(book.complete_results(src), "A-Fig4", dest) is None  # no maps.pt: nothing drawn
+    for rid in ("x1", "x2"):
+        torch.save(_maps(attention=False), src / "runs" / rid / "maps.pt")
+    live = book.explain_figure(book.complete_results(src), "A-Fig4")
+    assert isinstance(live, Figure) and len(_panels(live)) == 2 * 3  # the slice and one Grad-CAM per run
+    path = write_maps_figure(book.complete_results(src), "A-Fig4", dest)
+    assert path == maps_picture(dest, "A-Fig4") and path.read_bytes()[:4] == b"\x89PNG"
+    assert json.loads(path.with_suffix(".json").read_text())["runs"] == ["x1", "x2"]
+    # the committed folder: the records without maps.pt, and the picture
+    _study(dest, "cpu", False, {"x1": "done", "x2": "done"})
+    shown = book.explain_figure(book.complete_results(dest), "A-Fig4")
+    assert isinstance(shown, Image) and shown.data == path.read_bytes()
+    # a picture of other runs is never shown for these ones
+    record = path.with_suffix(".json")
+    record.write_text(json.dumps({"runs": ["x1"]}))
+    assert isinstance(book.explain_figure(book.complete_results(dest), "A-Fig4"), Figure)
+
+
+def test_your_run_is_shown_apart_from_the_headline(tmp_path):
+    headline, yours = tmp_path / "cpu", tmp_path / "quick"
+    _study(headline, "cpu", False, {"h": "done"})
+    assert "No run of yours" in book.your_run(None, headline).parts[0].data
+    assert "headline" in book.your_run(headline, headline).parts[0].data
+    assert "No results" in book.your_run(tmp_path / "nothing", headline).parts[0].data
+    _study(yours, "quick", True, {}, table="A2")
+    parts = book.your_run(yours, headline).parts
+    assert "Synthetic data" in parts[0].data  # the banner comes first
+    assert "quick" in parts[1].data and "embedded synthetic data" in parts[1].data
+
+
+def test_the_book_headline_is_the_recorded_study_when_there_is_one(tmp_path):
+    from covtl.cli import book_profile
+
+    assert book_profile(tmp_path, None) == "quick"
+    _study(tmp_path / "cpu", "cpu", False, {"a": "done"})
+    assert book_profile(tmp_path, None) == "cpu"
+    assert book_profile(tmp_path, "smoke") == "smoke"
+    assert (ROOT / "results" / "cpu" / "plan.json").is_file()  # the recorded study is committed
+    assert "--yours $(PROFILE)" in (ROOT / "Makefile").read_text()  # make study shows your run apart
+
+
+def test_localisation_scores_have_intervals_and_a_paired_difference_from_the_uniform_map(tmp_path):
+    _study(tmp_path, "cpu", False, {"x": "done"})
+    rng = np.random.default_rng(0)
+    paths = [f"s{i}.png" for i in range(30)]
+    energy = rng.uniform(0, 0.3, 30)
+    rows = [{"path": p, "method": "uniform", "pointing_game": e, "energy_inside": e, "iou_at_half": e}
+            for p, e in zip(paths, energy, strict=True)]
+    rows += [{"path": p, "method": "gradcam", "pointing_game": True, "energy_inside": e + 0.2, "iou_at_half": e}
+             for p, e in zip(paths, energy, strict=True)]
+    pd.DataFrame(rows[::-1]).to_csv(tmp_path / "runs" / "x" / "localisation.csv", index=False)  # any order
+    table = book.localisation_table(book.complete_results(tmp_path), "A-Fig4")
+    gradcam = table.xs("Grad-CAM", level="method").iloc[0]
+    assert gradcam["pointing game"].startswith("1.000") and gradcam.images == 30
+    # the same slices resampled for both maps: a constant difference has a zero-width interval
+    assert gradcam["energy inside vs uniform"] == "+0.200\N{NO-BREAK SPACE}[+0.200,\N{NO-BREAK SPACE}+0.200]"
+    assert gradcam["IoU at half maximum vs uniform"].startswith("+0.000")
+    low, high = (float(x) for x in re.findall(r"[\d.]+", gradcam["energy inside"])[1:])
+    assert low < energy.mean() + 0.2 < high
+
+
+def test_the_ledger_says_what_the_cpu_scale_changes_from_the_profile_itself():
+    from covtl.profiles import PROFILES
+
+    cpu = PROFILES["cpu"]
+    text = book.scale_limits("cpu")
+    assert f"Images** at {cpu.image_size} px" in text and f"{cpu.seeds} fine-tuning seeds" in text
+    assert all(v in text for k, v in cpu.backbones.items() if PROFILES["paper"].backbones[k] != v)
+    assert "cannot test" in text and "papers' own settings" in book.scale_limits("paper")

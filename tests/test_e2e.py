@@ -24,3 +24,13 @@ def test_smoke_study_then_book(smoke_results, smoke_book):
         assert json.loads((run_dir / "run.json").read_text())["status"] == "done", run_dir.name
         assert (run_dir / "metrics.json").is_file(), run_dir.name
     assert (smoke_book / "index.html").is_file()
+
+
+@pytest.mark.slow
+def test_the_default_book_leads_with_the_recorded_study_and_shows_your_run_apart(default_book):
+    page = (default_book / "book" / "a2.html").read_text()
+    assert "profile on real data" in page and "Synthetic data: these numbers test the pipeline" not in page
+    yours = (default_book / "book" / "yours.html").read_text()
+    assert "Synthetic data: these numbers test the pipeline" in yours and "smoke" in yours
+    assert "(paper)" in yours  # the user's rows beside the paper's
+

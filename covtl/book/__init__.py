@@ -13,7 +13,8 @@ drawn by :mod:`covtl.plotting`; the compute model of the paper profile is :mod:`
 - :mod:`covtl.book.datasets` -- the data chapter: inventory and split audit;
 - :mod:`covtl.book.runs` -- rerun commands, wall times, provenance;
 - :mod:`covtl.book.methods` -- the Methods chapter's tables, generated from the code;
-- :mod:`covtl.book.page` -- what a cell displays: whole tables, provenance, :class:`TablePage`.
+- :mod:`covtl.book.page` -- what a cell displays: whole tables, provenance, :class:`TablePage`;
+- :mod:`covtl.book.yours` -- the "Your run" chapter: the reader's own run, apart from the headline.
 """
 
 from .claims import arms_of, claims, load_claims, paper_effect, verdict_counts
@@ -35,12 +36,13 @@ from .methods import (
     profiles_table,
     recipes_table,
     region_tuples,
+    scale_limits,
     ssl_settings,
     stand_ins,
 )
 from .page import Stack, Table, TablePage, claims_by_statement, provenance_note, show
-from .results import Results, complete_results, load_results, near_duplicate_test_images, results_dir
-from .runs import environment_table, papermill_commands, provenance_table, study_totals, wall_times
+from .results import Results, complete_results, load_results, near_duplicate_test_images, results_dir, yours_dir
+from .runs import environment_table, papermill_commands, provenance_table, stage_times, study_totals, wall_times
 from .tables import (
     comparison,
     long_comparison,
@@ -52,6 +54,7 @@ from .tables import (
     transferability_table,
     transferability_vs_gain,
 )
+from .yours import your_run
 
 __all__ = [
     "SCORES", "Evidence", "Results", "Stack", "Table", "TablePage", "arms_of", "attention_placement", "audit_note",
@@ -61,6 +64,7 @@ __all__ = [
     "long_comparison", "near_duplicate_test_images", "noncovid_positive", "paper_effect", "paper_notes",
     "papermill_commands", "parameter_table", "plan_estimate", "profiles_table", "provenance_note",
     "provenance_table", "rank_correlations", "recipes_table", "region_tuples", "regions_on_slices",
-    "results_dir", "scores_table", "show", "split_statistics", "ssl_settings", "stand_ins", "study_totals",
-    "transferability_table", "transferability_vs_gain", "verdict_counts", "wall_times",
+    "results_dir", "scale_limits", "scores_table", "show", "split_statistics", "stage_times", "ssl_settings",
+    "stand_ins", "study_totals", "transferability_table", "transferability_vs_gain", "verdict_counts", "wall_times", "your_run",
+    "yours_dir",
 ]

@@ -15,7 +15,7 @@ import pandas as pd
 from ..paper import load_paper_numbers
 
 __all__ = ["attention_placement", "crnet_gap", "plan_estimate", "profiles_table", "recipes_table", "region_tuples",
-           "ssl_settings", "stand_ins"]
+           "ssl_settings", "scale_limits", "stand_ins"]
 
 
 def attention_placement() -> pd.DataFrame:
@@ -90,3 +90,44 @@ def crnet_gap(num_classes: int = 1000) -> pd.DataFrame:
     paper = load_paper_numbers().query("table == 'B2' and model == 'CRNet'").value.iloc[0]
     return pd.DataFrame({"parameters": {"covtl (from the text)": ours, "paper B, Table II": int(paper),
                                         "difference": ours - int(paper)}})
+
+
+def scale_limits(profile: str = "cpu") -> str:
+    """Markdown: what a reduced profile changes from the papers' settings (read from
+    :mod:`covtl.profiles` and :mod:`covtl.recipes`), and so what its verdicts can and cannot say."""
+    from ..profiles import PROFILES
+    from ..recipes import RECIPES
+
+    p, paper = PROFILES[profile], PROFILES["paper"]
+    if p.name == "paper":
+        return "The `paper` profile runs the papers' own settings: its verdicts speak to the papers directly."
+    size = p.image_size or RECIPES["a_finetune"].image_size
+    swapped = {k: v for k, v in p.backbones.items() if paper.backbones.get(k) != v}
+    networks = ", ".join(f"{k} by {v}" for k, v in swapped.items())
+    skipped = sorted(set(paper.backbones) - set(p.backbones))
+    variants = [v for v in paper.attn_variants if v not in p.attn_variants]
+    finetune = RECIPES["a_finetune"]
+    lines = [
+        f"- **Images** at {size} px, not the papers' {finetune.image_size} px: fine detail such as small "
+        "ground-glass opacities is partly lost.",
+        f"- **Networks**: stand-ins replace the papers' ({networks}); not run at all: "
+        f"{', '.join(skipped) or 'none'}. Every table's column *network run* names the network that ran.",
+        f"- **Attention variants**: {', '.join(p.attn_variants)} only"
+        + (f" ({', '.join(variants)} not run)." if variants else "."),
+        f"- **Natural images** (STL-N): a Tiny ImageNet subset of {p.natural_classes} classes at {size} px instead "
+        f"of ImageNet's {paper.natural_classes} classes, and {p.epochs.get('a_stl_n', '?')} epochs.",
+        f"- **Training length**: {p.epochs.get('a_finetune', '?')} fine-tuning epochs (paper A: "
+        f"{finetune.epochs}), batches of at most {p.max_batch}, at most {p.max_train} training images per "
+        "stage.",
+        f"- **Seeds**: {p.seeds} fine-tuning seeds; each pretraining stage ran "
+        + ("once, so its own run-to-run variation is not in the intervals." if p.pretrain_seeds == 1 else
+           f"{p.pretrain_seeds} times."),
+        "",
+        "So a verdict at this scale tests whether the **direction and rough size of a claimed difference "
+        "between rows** holds when both rows are trained the same reduced way on the real data. It cannot "
+        "test the papers' absolute numbers, nor effects that need what was cut: ImageNet-scale pretraining, "
+        "full-resolution images, the papers' deeper networks, or long schedules. A claim *within noise* here "
+        "may still hold at paper scale; compare its minimum detectable effect with the paper's effect.",
+    ]
+    return "\n".join(lines)
+

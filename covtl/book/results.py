@@ -19,7 +19,7 @@ import pandas as pd
 from .evidence import Evidence
 
 __all__ = ["REPO", "Results", "complete_results", "load_results", "near_duplicate_test_images", "profile_guess",
-           "results_dir", "run_done"]
+           "results_dir", "run_done", "yours_dir"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,6 +28,12 @@ def results_dir() -> Path:
     if os.environ.get("COVTL_RESULTS"):
         return Path(os.environ["COVTL_RESULTS"])
     return REPO / "results" / os.environ.get("COVTL_PROFILE", "quick")
+
+
+def yours_dir() -> Path | None:
+    """The reader's own results folder, shown in the book's "Your run" chapter beside the
+    headline results (``$COVTL_YOURS``, set by ``covtl book --yours``); ``None`` when not given."""
+    return Path(os.environ["COVTL_YOURS"]) if os.environ.get("COVTL_YOURS") else None
 
 
 @dataclass
@@ -95,13 +101,26 @@ class Results:
     def not_run(self, table: str) -> list[dict[str, str]]:
         return [n for n in self.plan["not_run"] if n["table"] == table]
 
+    @property
+    def runs_done(self) -> int:
+        """How many runs of the plan have finished (:func:`run_done`)."""
+        return sum(run_done(self, rid) for rid in self.plan["runs"])
+
+    @property
+    def complete(self) -> bool:
+        """Whether the study ran to its end (``study.json``); a study still running, or stopped, is not."""
+        return bool(self.study.get("complete", True))
+
     def provenance_line(self) -> str:
         s = self.study
         prov = s.get("provenance", {})
-        data = "embedded synthetic data" if s.get("synthetic") else f"data at {s.get('data_root')}"
+        data = "embedded synthetic data" if s.get("synthetic") else f"real data at {s.get('data_root')}"
+        runs = (f"{s.get('runs')} runs" if self.complete else
+                f"**recording in progress: {self.runs_done} of {len(self.plan['runs'])} runs finished** "
+                "(rows whose runs have not finished are listed as not yet run)")
         return (f"Numbers from the **{s['profile']}** profile on {data} (fingerprint "
                 f"`{s.get('data_fingerprint')}`), commit `{str(prov.get('commit', '?'))[:12]}`, "
-                f"torch {prov.get('torch')}, {s.get('runs')} runs.")
+                f"torch {prov.get('torch')}, {runs}.")
 
 
 def load_results(root: str | Path | None = None) -> Results:

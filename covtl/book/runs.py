@@ -14,7 +14,7 @@ import pandas as pd
 
 from .results import Results, run_done
 
-__all__ = ["environment_table", "papermill_commands", "provenance_table", "study_totals", "wall_times"]
+__all__ = ["environment_table", "papermill_commands", "provenance_table", "stage_times", "study_totals", "wall_times"]
 
 
 def papermill_commands(res: Results | None, table: str, out: str = "out.ipynb") -> pd.DataFrame:
@@ -85,6 +85,29 @@ def wall_times(res: Results | None) -> tuple[pd.DataFrame, pd.DataFrame]:
         ids = {r for c in res.cells(table) for run in c["runs"] for r in chain(run)}
         per_table.append({"table": table, "runs": len(ids), "wall_time_s": float(times.reindex(sorted(ids)).sum())})
     return per_run, pd.DataFrame(per_table)
+
+
+def stage_times(res: Results | None) -> pd.DataFrame:
+    """Compute time per stage (notebook) of the finished runs, from each run's ``run.json``: runs
+    finished of those planned, their summed wall time in hours, and the mean per run in minutes,
+    with a total. Runs ran side by side (``study.json``'s ``jobs``), so the study's own wall time
+    is shorter than the sum."""
+    cols = ["runs finished", "runs planned", "wall time, hours", "mean per run, minutes"]
+    if res is None:
+        return pd.DataFrame(columns=cols)
+    rows: dict[str, dict[str, float]] = {}
+    for rid, spec in res.plan["runs"].items():
+        row = rows.setdefault(spec["notebook"], {"runs finished": 0, "runs planned": 0, "wall": 0.0})
+        row["runs planned"] += 1
+        if run_done(res, rid):
+            row["runs finished"] += 1
+            row["wall"] += float(json.loads((res.root / "runs" / rid / "run.json").read_text()).get("wall_time_s", 0))
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    df.loc["all stages"] = df.sum()
+    df["wall time, hours"] = (df.wall / 3600).round(2)
+    df["mean per run, minutes"] = (df.wall / 60 / df["runs finished"].where(df["runs finished"] > 0)).round(1)
+    df.index.name = "stage"
+    return df[cols].astype({"runs finished": int, "runs planned": int})
 
 
 def study_totals(res: Results | None) -> pd.DataFrame:
