@@ -45,8 +45,14 @@ SOURCE_MATH = re.compile(r"\$\$.+?\$\$|(?<![\\$])\$[^\s$][^$\n]*?\$|\\begin\{(?:
 CHECK_PAGE = r"""
 const done = arguments[arguments.length - 1];
 (async () => {
-  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
-    await MathJax.startup.promise;
+  // MathJax replaces startup.promise once its components are in, so awaiting the first one can
+  // return before the first typesetting: wait until every math element is typeset (or 45 s)
+  const typeset = () => [...document.querySelectorAll('.math')].every(m => m.querySelector('mjx-container'));
+  const deadline = Date.now() + 45000;
+  while (window.MathJax && Date.now() < deadline) {
+    if (MathJax.startup && MathJax.startup.promise) await MathJax.startup.promise;
+    if (typeset()) break;
+    await new Promise(r => setTimeout(r, 200));
   }
   const images = [...document.images];
   await Promise.all(images.map(i => { i.loading = 'eager'; return i.decode().catch(() => null); }));
