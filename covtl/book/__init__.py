@@ -65,6 +65,6 @@ __all__ = [
     "papermill_commands", "parameter_table", "plan_estimate", "profiles_table", "provenance_note",
     "provenance_table", "rank_correlations", "recipes_table", "region_tuples", "regions_on_slices",
     "results_dir", "scale_limits", "scores_table", "show", "split_statistics", "stage_times", "ssl_settings",
-    "stand_ins", "study_totals", "transferability_table", "transferability_vs_gain", "verdict_counts", "wall_times", "your_run",
-    "yours_dir",
+    "stand_ins", "study_totals", "transferability_table", "transferability_vs_gain", "verdict_counts", "wall_times",
+    "your_run", "yours_dir",
 ]

@@ -130,6 +130,11 @@ def _explain_runs(res: Results, table: str) -> list[str]:
     return [cell["runs"][0] for cell in res.cells(table)]
 
 
+def _have_maps(res: Results, runs: list[str]) -> bool:
+    """Every one of these explain runs still has its ``maps.pt``."""
+    return all((res.root / "runs" / r / "maps.pt").is_file() for r in runs)
+
+
 def maps_picture(root: str | Path, table: str) -> Path:
     """Where a study folder keeps the maps of ``table`` (A-Fig4, B-Fig5) as a picture."""
     return Path(root) / "figures" / f"{table}-maps.png"
@@ -140,7 +145,7 @@ def explain_figure(res: Results | None, table: str, max_images: int = 4) -> Figu
     picture of the same runs (:func:`write_maps_figure`) when their ``maps.pt`` is gone; a message
     until they have run."""
     runs = _explain_runs(res, table) if res is not None else []
-    if runs and not all((res.root / "runs" / r / "maps.pt").is_file() for r in runs):
+    if runs and not _have_maps(res, runs):
         picture = maps_picture(res.root, table)
         record = picture.with_suffix(".json")
         if picture.is_file() and record.is_file() and json.loads(record.read_text()).get("runs") == runs:
@@ -161,7 +166,7 @@ def write_maps_figure(res: Results, table: str, dest: str | Path, max_images: in
     :func:`maps_picture` of the study folder ``dest``, with a record of the runs beside it;
     ``None`` (nothing written) until every explain run of the figure has finished."""
     runs = _explain_runs(res, table)
-    if not runs or not all((res.root / "runs" / r / "maps.pt").is_file() for r in runs):
+    if not runs or not _have_maps(res, runs):
         return None
     path = maps_picture(dest, table)
     path.parent.mkdir(parents=True, exist_ok=True)

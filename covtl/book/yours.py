@@ -59,12 +59,12 @@ def your_run(root: str | Path | None = None, headline: str | Path | None = None)
                        "*pipeline check*):" if res.synthetic else
                        "**What the claims ledger's rule says of your run:**"),
               Table(verdict_counts(ledger))]
+    missing = []
     for table in COMPARED_TABLES:
         if not res.cells(table):
+            missing.append(table)
             continue
         parts += [Markdown(f"**{table}.** {caption(table)}"), Table(comparison(table, res))]
-    shown = [t for t in COMPARED_TABLES if res.cells(t)]
-    missing = [t for t in COMPARED_TABLES if t not in shown]
     if missing:
         parts.append(Markdown(f"Tables with no finished row in your run: {', '.join(missing)}."))
     return Stack(parts)
