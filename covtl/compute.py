@@ -16,14 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from .paper import load_paper_numbers
 
-__all__ = ["ASSUMED_THROUGHPUT", "FLOP_FACTORS", "PAPER_SCALE_IMAGES", "compute_assumptions", "compute_estimate",
-           "flops_per_image"]
+__all__ = ["ASSUMED_THROUGHPUT", "FLOP_FACTORS", "GPU_STEPS_FILE", "PAPER_SCALE_IMAGES", "compute_assumptions",
+           "compute_estimate", "flops_per_image", "measured_estimate", "step_key"]
 
 #: images per epoch of each source dataset at the paper's scale (the study's data are smaller)
 PAPER_SCALE_IMAGES: dict[str, int] = {
@@ -43,6 +44,8 @@ FLOP_FACTORS: dict[str, float] = {
     "rotation_joint": 6,  # B's Method 4: the images for the classifier and a rotated copy for the rotation head
     "score": 1,  # transferability: one forward pass over the target training split, once
 }
+#: measured training steps of the paper profile on one GPU (bench/gpu_check.py writes it)
+GPU_STEPS_FILE = Path(__file__).resolve().parents[1] / "results" / "gpu" / "paper-steps.json"
 #: assumed sustained training throughput of one GPU, FLOP/s (stated on the compute page)
 ASSUMED_THROUGHPUT = 30e12
 
@@ -92,6 +95,11 @@ def _factor(notebook: str, params: Mapping[str, Any], recipe) -> str:
     return "rotation_joint" if recipe is not None and recipe.rotation_aux else "supervised"
 
 
+def step_key(notebook: str, factor: str, backbone: str, n_attn: int, batch: int) -> str:
+    """One distinct training step of a plan: what ``bench/gpu_check.py`` times once."""
+    return f"{notebook}/{factor}/{backbone}-a{n_attn}/b{batch}"
+
+
 def compute_estimate(profile: str = "paper",
                      throughput: float = ASSUMED_THROUGHPUT) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Estimated training FLOPs and GPU-hours of every run of ``build_plan(profile)``, and per table.
@@ -117,20 +125,67 @@ def compute_estimate(profile: str = "paper",
         factor = _factor(run.notebook, p, recipe)
         fwd = flops_per_image(p["backbone"], p.get("n_attn", 0), size)
         flops = epochs * images * FLOP_FACTORS[factor] * fwd
-        rows.append({"run": run.id, "notebook": run.notebook, "backbone": p["backbone"], "n_attn": p.get("n_attn", 0),
+        step = step_key(run.notebook, factor, p["backbone"], p.get("n_attn", 0),
+                        recipe.batch_size if recipe is not None else 0)
+        rows.append({"run": run.id, "step": step, "notebook": run.notebook, "backbone": p["backbone"],
+                     "n_attn": p.get("n_attn", 0),
                      "dataset": dataset, "images/epoch": images, "epochs": epochs, "size": size, "factor": factor,
                      "forward GFLOPs/image": fwd / 1e9, "PFLOPs": flops / 1e15,
                      "GPU-hours": flops / throughput / 3600})
     per_run = pd.DataFrame(rows).set_index("run")
 
+    return per_run, _per_table(plan, per_run, ["GPU-hours"])
+
+
+def _per_table(plan, per_run: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Sums of ``columns`` per table of ``plan`` (a shared run counts in each) and, last, over the study."""
     per_table = []
     for table in dict.fromkeys(c.table for c in plan.cells):
         ids = {r.id for c in plan.cells if c.table == table for run in c.runs for r in run.chain()}
-        ids &= set(per_run.index)
-        per_table.append({"table": table, "runs": len(ids), "GPU-hours": per_run.loc[sorted(ids), "GPU-hours"].sum()})
+        ids = sorted(ids & set(per_run.index))
+        per_table.append({"table": table, "runs": len(ids), **per_run.loc[ids, columns].sum().to_dict()})
     per_table = pd.DataFrame(per_table).set_index("table")
-    per_table.loc["study (each run once)"] = [len(per_run), per_run["GPU-hours"].sum()]
-    return per_run, per_table.astype({"runs": int})
+    per_table.loc["study (each run once)"] = [len(per_run), *per_run[columns].sum()]
+    return per_table.astype({"runs": int})
+
+
+def measured_estimate(path: Path | str | None = None) -> tuple[dict[str, Any], pd.DataFrame] | None:
+    """GPU-hours of the paper profile from measured steps (``bench/gpu_check.py``), per table.
+
+    A run's hours are its training images (epochs x images per epoch, as in :func:`compute_estimate`)
+    divided by the measured images/s of its step on the record's GPU. A step the record did not
+    time (left out for time, out of memory) falls back to the FLOP model at the **median achieved
+    FLOP/s of the timed steps**, and its hours are counted in the ``of which not timed`` column.
+    Returns the record's header (device, torch, matmul rates, provenance) and the per-table
+    frame, or ``None`` when there is no record.
+    """
+    path = Path(path) if path is not None else GPU_STEPS_FILE
+    if not path.is_file():
+        return None
+    import json
+
+    record = json.loads(path.read_text())
+    timed = {step_key(s["notebook"], s["factor"], s["backbone"], s["n_attn"], s["batch"]): s
+             for s in record["steps"] if "images_per_s" in s and s.get("batch_timed") == s["batch"]}
+    if not timed:
+        raise ValueError(f"{path} holds no step timed at its full batch; rerun bench/gpu_check.py on a GPU "
+                         "without --batch-cap")
+    rates = sorted(s["achieved_tflops"] for s in timed.values())
+    fallback = 1e12 * rates[len(rates) // 2]
+    per_run, _ = compute_estimate("paper")
+    images = per_run["epochs"] * per_run["images/epoch"]
+    measured = per_run["step"].map(lambda k: timed[k]["images_per_s"] if k in timed else float("nan"))
+    per_run["GPU-hours (measured)"] = (images / measured / 3600).where(measured.notna(), 0.0)
+    flops = per_run["PFLOPs"] * 1e15
+    per_run["of which not timed"] = (flops / fallback / 3600).where(measured.isna(), 0.0)
+    per_run["GPU-hours (measured)"] += per_run["of which not timed"]
+    from .study import build_plan
+
+    table = _per_table(build_plan("paper"), per_run, ["GPU-hours (measured)", "of which not timed"])
+    header = {k: record.get(k) for k in ("device_name", "torch", "matmul_tflops", "provenance", "size")}
+    header.update(steps_timed=len(timed), steps_in_plan=per_run["step"].nunique(),
+                  fallback_tflops=fallback / 1e12, path=str(path))
+    return header, table
 
 
 def compute_assumptions(throughput: float = ASSUMED_THROUGHPUT) -> pd.DataFrame:

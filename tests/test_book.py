@@ -19,7 +19,7 @@ import yaml
 from covtl import book
 from covtl import plotting as P
 from covtl.book.claims import CONTROLLED, arms_of, load_claims, paper_effect
-from covtl.compute import compute_estimate
+from covtl.compute import compute_estimate, measured_estimate
 from covtl.paper import load_paper_numbers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,6 +189,39 @@ def test_compute_estimate_counts_every_run_once_in_the_total():
     assert total["runs"] == len(per_run)
     assert total["GPU-hours"] == pytest.approx(per_run["GPU-hours"].sum())
     assert per_table.drop(index="study (each run once)")["GPU-hours"].max() <= total["GPU-hours"] + 1e-12
+
+
+def _gpu_record(path, steps, **header):
+    import json
+
+    path.write_text(json.dumps({"device_name": "Test GPU", "torch": "x", "matmul_tflops": {"fp16": 100.0},
+                                "provenance": {"commit": "abc"}, "size": 224, "steps": steps, **header}))
+    return path
+
+
+def test_measured_estimate_from_timed_steps(tmp_path):
+    """GPU-hours = training images / measured images/s; an untimed step falls back to the FLOP model
+    at the median achieved rate and is counted apart; a batch-capped (CPU dry-run) record is refused."""
+    assert measured_estimate(tmp_path / "absent.json") is None
+    per_run, _ = compute_estimate("paper")
+    steps = per_run.drop_duplicates("step")
+    left_out = steps.iloc[0]
+    timed = [{"notebook": r.notebook, "factor": r.factor, "backbone": r.backbone, "n_attn": int(r.n_attn),
+              "batch": int(r.step.rsplit("/b", 1)[1]), "batch_timed": int(r.step.rsplit("/b", 1)[1]),
+              "images_per_s": 1000.0, "achieved_tflops": 50.0} for r in steps.iloc[1:].itertuples()]
+    header, table = measured_estimate(_gpu_record(tmp_path / "gpu.json", timed))
+    assert header["device_name"] == "Test GPU" and header["steps_timed"] == len(timed)
+    assert header["fallback_tflops"] == pytest.approx(50.0)
+    images = per_run["epochs"] * per_run["images/epoch"]
+    is_left = per_run["step"] == left_out.step
+    expected = (images[~is_left] / 1000 / 3600).sum() + (per_run.loc[is_left, "PFLOPs"] * 1e15 / 50e12 / 3600).sum()
+    total = table.loc["study (each run once)"]
+    assert total["GPU-hours (measured)"] == pytest.approx(expected)
+    assert total["of which not timed"] == pytest.approx((per_run.loc[is_left, "PFLOPs"] * 1e15 / 50e12 / 3600).sum())
+    assert total["of which not timed"] > 0
+    capped = [{**s, "batch_timed": 2} for s in timed]
+    with pytest.raises(ValueError, match="without --batch-cap"):
+        measured_estimate(_gpu_record(tmp_path / "cpu.json", capped))
 
 
 # ------------------------------------------------------------------------ data files and table of contents
