@@ -335,3 +335,26 @@ def test_near_duplicate_test_images_are_left_out(tmp_path):
     fewer = res.evidence(exclude=frozenset(some))
     assert len(fewer.predictions(cell["runs"][0])) == N_IMG - 10
     assert book.cell_value(res, cell, "accuracy", exclude=frozenset(some))["mean"] != pytest.approx(full["mean"])
+
+
+def test_why_a_row_did_not_run_names_the_row(tmp_path):
+    from covtl.book.claims import _why_not_run
+
+    _results(tmp_path, {("B3", "ResNet-18", "Rand."): _seeds(0.6)})
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    plan["not_run"] = [{"table": "B3", "model": "VGG-16", "why": "VGG-16 is not run at the cpu profile"}]
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    spec = _spec(_line("vgg", "B3", ("VGG-16", "Rand."), ("VGG-16", "Trans.")),
+                 _line("mix", "B3", ("ResNet-18", "Rand."), ("VGG-16", "Rand.")))
+    led = book.claims(book.Results(tmp_path), spec=spec).set_index("claim")
+    assert (led.verdict == "not run at the cpu profile").all()
+    assert led.loc["vgg", "note"] == "VGG-16 is not run at the cpu profile"  # once, though both arms lack it
+    assert led.loc["mix", "note"] == "VGG-16 is not run at the cpu profile"
+
+    not_run = [{"table": "A3", "model": "R-50 1 ATTN", "why": "budget"},
+               {"table": "A3", "model": "R-50 5 ATTNs (controlled rows)", "why": "budget of the controls"},
+               {"table": "A3", "model": "R-101 Baseline", "why": "R-101 is not run"}]
+    assert _why_not_run(not_run, "R-50 1 ATTN", "w MoCo") == "budget"
+    assert _why_not_run(not_run, "R-50 5 ATTNs", "w MoCo (controlled)") == "budget of the controls"
+    assert _why_not_run(not_run, "R-50 5 ATTNs", "w MoCo") == ""  # that row ran
+    assert _why_not_run(not_run, "R-101 Baseline", "w Ours") == "R-101 is not run"

@@ -121,6 +121,9 @@ def claims(res: Results | None, evidence: Evidence | None = None, spec: pd.DataF
         if any(a is None for a in arms.values()):
             all_planned = all((c.table, *v) in planned for v in arms_of(c).values())
             row["verdict"] = NOT_YET_RUN if all_planned else NOT_RUN.format(profile=res.profile)
+            if not all_planned:
+                skipped = [v for v in arms_of(c).values() if (c.table, *v) not in planned]
+                row["note"] = _not_run_note(res, c.table, skipped)
             continue
         runs = {k: tuple(a["runs"]) for k, a in arms.items()}
         if runs["a"] == runs["b"] or (c.kind == "interaction" and runs["c"] == runs["d"]):
@@ -166,6 +169,32 @@ def claims(res: Results | None, evidence: Evidence | None = None, spec: pd.DataF
             df.at[i, "note"] = (f"{note}; " if note else "") + f"rule reads: {df.at[i, 'verdict']}"
             df.at[i, "verdict"] = "pipeline check"
     return df[COLUMNS]
+
+
+def _why_not_run(not_run: list[dict[str, str]], model: str, setting: str) -> str:
+    """The plan's reason that the row (``model``, ``setting``) did not run ("" if it gives none).
+
+    The plan names a row's model, or the model with the rows it leaves out in brackets
+    ("R-50 5 ATTNs (controlled rows)"); the bracketed one wins when the setting names those rows.
+    """
+    exact = [n["why"] for n in not_run if n["model"] == model]
+    part = [n["why"] for n in not_run if n["model"].startswith(model + " (")
+            and n["model"][len(model) + 2:].split()[0].rstrip(")") in setting]
+    return (part or exact or [""])[0]
+
+
+def _not_run_note(res: Results, table: str, rows: list[tuple[str, str]]) -> str:
+    """Which of a line's rows the profile skips and why: "R-50 1 ATTN: its 6-hour budget on 2 cores"."""
+    notes: dict[str, str] = {}
+    for model, setting in rows:
+        why = _why_not_run(res.not_run(table), model, setting)
+        if not why:
+            continue
+        label = f"{model}, {setting}" if CONTROLLED in setting else model
+        # "not run at the cpu profile (its budget)" -> "its budget"; "VGG-16 is not run ..." as it is
+        notes[label] = why[why.index("(") + 1:-1] if why.startswith("not run at") and why.endswith(")") else why
+    keep = {k: v for k, v in notes.items() if k.split(", ")[0] == k or k.split(", ")[0] not in notes}
+    return "; ".join(dict.fromkeys(v if v.startswith(k.split()[0]) else f"{k}: {v}" for k, v in keep.items()))
 
 
 def _claimed(c) -> str:

@@ -185,7 +185,9 @@ def _not_run_line(lines: pd.DataFrame) -> Markdown | None:
     lines = lines[lines.verdict.map(_is_not_run)]
     if lines.empty:
         return None
-    parts = [f"*{verdict}*: {_id_ranges(list(group.claim))}" for verdict, group in lines.groupby("verdict", sort=False)]
+    parts = [f"*{verdict}*: " + "; ".join(f"{_id_ranges(list(g.claim))}{f' ({note})' if note else ''}"
+                                        for note, g in group.groupby("note", sort=False))
+             for verdict, group in lines.groupby("verdict", sort=False)]
     return Markdown(f"Lines with no runs to read ({len(lines)}): " + "; ".join(parts) + ".")
 
 
