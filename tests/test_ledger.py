@@ -268,6 +268,23 @@ def test_no_verdict_from_a_network_that_did_not_learn(tmp_path):
     assert table.loc["Method 1", "learned"].startswith("no:") and table.loc["Method 2", "learned"] == "yes"
 
 
+def test_no_verdict_from_a_network_no_better_than_chance(tmp_path):
+    """B7's frozen network: both classes predicted and F1 above 0, yet AUC at chance over its seeds.
+    The per-seed collapse rule lets it through; the cell's AUC interval does not."""
+    guess = _seeds(0.5)
+    for i, p in enumerate(guess):
+        p["prob_1"] = np.random.default_rng(i).random(len(p))  # scores unrelated to the labels
+        p["prob_0"] = 1 - p["prob_1"]
+        assert collapse_reason(p.label.to_numpy(), p.prob_1.to_numpy(), p.group.to_numpy()) == ""
+    res = _results(tmp_path, {("B6", "ResNet-50", "Method 1"): guess, ("B6", "ResNet-50", "Method 2"): _seeds(0.9)})
+    row = book.claims(res, spec=_spec(_line("x", "B6", ("ResNet-50", "Method 1"), ("ResNet-50", "Method 2")))).iloc[0]
+    assert row.verdict == "no verdict: a network did not learn"
+    assert "Method 1: no better than chance: test AUC" in row.note and "Method 2" not in row.note
+    table = book.comparison("B6", res).droplevel("model")
+    assert table.loc["Method 1", "learned"].startswith("no: no better than chance")
+    assert table.loc["Method 2", "learned"] == "yes"
+
+
 def test_every_ledger_line_of_a_table_is_on_its_page(tmp_path):
     """B6's "Method 2 vs 1" once fell off its page when Method 1 learned nothing: a line without a
     verdict is still one of the table's lines, and the lines without runs share one line."""

@@ -10,9 +10,10 @@ the verdict counts all read its lines. Rules (the book's Methods chapter states 
 - **non-inferiority** (b - a > -margin; paper B's "does not surpass"): *reproduced* when the
   Holm-adjusted one-sided p-value of b - a <= -margin is below 5%; *contradicted* when a is
   shown better than b (as for superiority, the other way); *within noise* otherwise.
-- No verdict from a network that did not learn (:func:`covtl.metrics.collapse_reason`), from rows
-  that ran the very same runs (stand-ins), or from runs scored on different test images; a
-  comparison whose runs repeat an earlier line's is that line's test, counted once.
+- No verdict from a network that did not learn (:meth:`covtl.book.Evidence.collapse`: a seed
+  collapsed, or the cell's test AUC interval holds 0.5), from rows that ran the very same runs
+  (stand-ins), or from runs scored on different test images; a comparison whose runs repeat an
+  earlier line's is that line's test, counted once.
 - A row the profile does not run reads *not run at the profile*; a planned row whose runs have
   not finished, *not yet run*.
 - On synthetic data (the ``smoke`` and ``quick`` profiles) every verdict reads *pipeline check*.

@@ -9,7 +9,7 @@ another: the same fine-tuning seed).
 - :meth:`Evidence.cell` -- one cell: the mean over its seeds with a 95% interval that covers the
   seeds and the test patients;
 - :meth:`Evidence.contrast` -- a weighted sum of cells (b - a, (b - a) - (d - c)) on the same draws;
-- :meth:`Evidence.collapse` -- why a cell's network learned nothing (``""`` if it learned);
+- :meth:`Evidence.collapse` -- why a cell's network is not shown to have learned (``""`` if it is);
 - :func:`cell_value` -- a cell's value for any metric a table shows: test metrics through
   :class:`Evidence`, source-task accuracy and transferability scores over seeds.
 """
@@ -111,12 +111,23 @@ class Evidence:
         return hierarchical_contrast({k: self.arm(c, metric) for k, c in cells.items()}, weights, seed=self.seed)
 
     def collapse(self, cell: Mapping[str, Any]) -> str:
-        """Why the cell's network learned nothing (the first collapsed seed), or ``""``."""
+        """Why the cell's network is not shown to have learned anything, or ``""``.
+
+        Either a seed collapsed (:func:`covtl.metrics.collapse_reason`: one class for every test
+        image, or F1 0 with an AUC interval that holds 0.5), or the cell as a whole is no better
+        than chance: the hierarchical 95% interval of its test AUC (seeds and patients) reaches
+        0.5. B7's frozen ResNet-18 stand-in learned nothing (validation accuracy fell over
+        30 epochs) yet kept an F1 above 0; only the second test caught it.
+        """
         for i, r in enumerate(cell["runs"]):
             p = self.predictions(r)
             why = collapse_reason(p.label.to_numpy(), p.prob_1.to_numpy(), p.group.astype(str).to_numpy())
             if why:
                 return f"seed {i}: {why}" if len(cell["runs"]) > 1 else why
+        auc = self.cell(cell, "auc")
+        if auc.low <= 0.5:
+            return (f"no better than chance: test AUC {100 * auc.value:.1f} "
+                    f"[{100 * auc.low:.1f}, {100 * auc.high:.1f}], an interval that holds 50")
         return ""
 
     def same_test_images(self, cells: Iterable[Mapping[str, Any]]) -> bool:

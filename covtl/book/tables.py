@@ -65,7 +65,7 @@ def comparison(table: str, res: Results, which: str = "best_val", without_near_d
 
     ``which``: the network scored (``best_val`` or ``last``); ``without_near_duplicates``: the
     test images with a near-duplicate in the training split left out. ``learned`` says whether
-    every seed's network learned the task (:func:`covtl.metrics.collapse_reason`).
+    the cell's network learned the task (:meth:`covtl.book.Evidence.collapse`).
     """
     paper = load_paper_numbers()
     t = paper[paper.table == table]
