@@ -126,8 +126,8 @@ class Evidence:
                 return f"seed {i}: {why}" if len(cell["runs"]) > 1 else why
         auc = self.cell(cell, "auc")
         if auc.low <= 0.5:
-            return (f"no better than chance: test AUC {100 * auc.value:.1f} "
-                    f"[{100 * auc.low:.1f}, {100 * auc.high:.1f}], an interval that holds 50")
+            return (f"no better than chance: test AUC {auc.value:.3f} "
+                    f"[{auc.low:.3f}, {auc.high:.3f}], an interval that holds 0.5")
         return ""
 
     def same_test_images(self, cells: Iterable[Mapping[str, Any]]) -> bool:

@@ -53,7 +53,12 @@ def ssl_settings() -> pd.DataFrame:
     """The self-supervised methods' settings (covtl.ssl.SSL_METHODS), before the queue cap."""
     from ..ssl import SSL_METHODS
 
-    return pd.DataFrame({name: {"module": cls.__name__, **kw} for name, (cls, kw) in SSL_METHODS.items()}).T
+    rows = {}
+    for name, (cls, kw) in SSL_METHODS.items():
+        rows[name] = {"module": cls.__name__, **kw}
+        if "mlp_hidden" in kw and kw["mlp_hidden"] is None:  # MoCo v1: no hidden layer
+            rows[name]["mlp_hidden"] = "none (linear)"
+    return pd.DataFrame(rows).T
 
 
 def profiles_table() -> pd.DataFrame:
