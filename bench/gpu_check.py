@@ -42,7 +42,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from covtl.compute import FLOP_FACTORS, _factor, flops_per_image
+from covtl.compute import FLOP_FACTORS, _factor, flops_per_image, step_key
 from covtl.data.transforms import build_transform
 from covtl.models import build_model
 from covtl.provenance import provenance
@@ -68,14 +68,14 @@ _PRIORITY = {("resnet50", 0): 0, ("resnet18", 0): 1, ("resnet50", 5): 2, ("resne
 
 def step_cases() -> list[dict[str, Any]]:
     """Distinct training steps of the paper plan, most informative first."""
-    cases: dict[tuple, dict[str, Any]] = {}
+    cases: dict[str, dict[str, Any]] = {}
     for run in build_plan("paper").runs:
         p = dict(run.params)
         if run.notebook not in NUM_CLASSES:
             continue
         recipe = get_recipe(p["recipe"])
         factor = _factor(run.notebook, p, recipe)
-        key = (run.notebook, factor, p["backbone"], p.get("n_attn", 0), recipe.batch_size)
+        key = step_key(run.notebook, factor, p["backbone"], p.get("n_attn", 0), recipe.batch_size)
         cases.setdefault(key, {"notebook": run.notebook, "factor": factor, "backbone": p["backbone"],
                                "n_attn": p.get("n_attn", 0), "batch": recipe.batch_size, "recipe": p["recipe"],
                                "method": p.get("method", ""), "region_weight": p.get("region_weight")})

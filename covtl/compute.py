@@ -14,6 +14,7 @@ The CPU-time model of the small profiles, measured rather than assumed, is :mod:
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -109,10 +110,17 @@ def compute_estimate(profile: str = "paper",
     :data:`PAPER_SCALE_IMAGES` whatever the profile. Per table, a run shared by several tables
     counts in each; the total counts it once.
     """
-    from .recipes import get_recipe, scale_recipe
     from .study import build_plan
 
     plan = build_plan(profile)
+    per_run = _per_run(plan, profile, throughput)
+    return per_run, _per_table(plan, per_run, ["GPU-hours"])
+
+
+def _per_run(plan, profile: str, throughput: float) -> pd.DataFrame:
+    """:func:`compute_estimate`'s per-run frame for an already built ``plan`` of ``profile``."""
+    from .recipes import get_recipe, scale_recipe
+
     rows = []
     for run in plan.runs:
         p = dict(run.params)
@@ -132,9 +140,7 @@ def compute_estimate(profile: str = "paper",
                      "dataset": dataset, "images/epoch": images, "epochs": epochs, "size": size, "factor": factor,
                      "forward GFLOPs/image": fwd / 1e9, "PFLOPs": flops / 1e15,
                      "GPU-hours": flops / throughput / 3600})
-    per_run = pd.DataFrame(rows).set_index("run")
-
-    return per_run, _per_table(plan, per_run, ["GPU-hours"])
+    return pd.DataFrame(rows).set_index("run")
 
 
 def _per_table(plan, per_run: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -170,18 +176,18 @@ def measured_estimate(path: Path | str | None = None) -> tuple[dict[str, Any], p
     if not timed:
         raise ValueError(f"{path} holds no step timed at its full batch; rerun bench/gpu_check.py on a GPU "
                          "without --batch-cap")
-    rates = sorted(s["achieved_tflops"] for s in timed.values())
-    fallback = 1e12 * rates[len(rates) // 2]
-    per_run, _ = compute_estimate("paper")
+    from .study import build_plan
+
+    fallback = 1e12 * statistics.median(s["achieved_tflops"] for s in timed.values())
+    plan = build_plan("paper")
+    per_run = _per_run(plan, "paper", ASSUMED_THROUGHPUT)
     images = per_run["epochs"] * per_run["images/epoch"]
     measured = per_run["step"].map(lambda k: timed[k]["images_per_s"] if k in timed else float("nan"))
     per_run["GPU-hours (measured)"] = (images / measured / 3600).where(measured.notna(), 0.0)
     flops = per_run["PFLOPs"] * 1e15
     per_run["of which not timed"] = (flops / fallback / 3600).where(measured.isna(), 0.0)
     per_run["GPU-hours (measured)"] += per_run["of which not timed"]
-    from .study import build_plan
-
-    table = _per_table(build_plan("paper"), per_run, ["GPU-hours (measured)", "of which not timed"])
+    table = _per_table(plan, per_run, ["GPU-hours (measured)", "of which not timed"])
     header = {k: record.get(k) for k in ("device_name", "torch", "matmul_tflops", "provenance", "size")}
     header.update(steps_timed=len(timed), steps_in_plan=per_run["step"].nunique(),
                   fallback_tflops=fallback / 1e12, path=str(path))

@@ -194,8 +194,16 @@ def _not_run_note(res: Results, table: str, rows: list[tuple[str, str]]) -> str:
         label = f"{model}, {setting}" if CONTROLLED in setting else model
         # "not run at the cpu profile (its budget)" -> "its budget"; "VGG-16 is not run ..." as it is
         notes[label] = why[why.index("(") + 1:-1] if why.startswith("not run at") and why.endswith(")") else why
-    keep = {k: v for k, v in notes.items() if k.split(", ")[0] == k or k.split(", ")[0] not in notes}
-    return "; ".join(dict.fromkeys(v if v.startswith(k.split()[0]) else f"{k}: {v}" for k, v in keep.items()))
+    parts: list[str] = []
+    for label, why in notes.items():
+        model = label.split(", ")[0]
+        if label != model and model in notes:  # the network's own reason covers its settings
+            continue
+        # "VGG-16 is not run ..." names its row already; "its budget" needs the row's name
+        text = why if why.startswith(label.split()[0]) else f"{label}: {why}"
+        if text not in parts:
+            parts.append(text)
+    return "; ".join(parts)
 
 
 def _claimed(c) -> str:
