@@ -186,12 +186,27 @@ def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):
 def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path):
     full = run(tmp_path, "full")
     # killed in the middle of the second epoch (24 images per epoch; 24 + 10 reads)
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path, "resumed", train=ToyImages(24, augment=True, fail_at=34))
+    with pytest.raises(KeyboardInterrupt):  # a checkpoint after every epoch
+        run(tmp_path, "resumed", train=ToyImages(24, augment=True, fail_at=34), checkpoint_every_s=0)
     ckpt = load_checkpoint(tmp_path / "resumed" / "last.pt")
     assert ckpt["epoch"] == 0 and not (tmp_path / "resumed" / "metrics.json").exists()
     resumed = run(tmp_path, "resumed")
     assert comparable(resumed) == comparable(full)
+
+
+def test_a_run_resumes_from_its_last_written_checkpoint_whatever_the_cadence(tmp_path):
+    """With checkpoints an hour apart, a run killed in its third epoch has written none: it starts
+    again and still ends exactly as an uninterrupted run; best.pt is written with last.pt."""
+    full = run(tmp_path, "full", checkpoint_every_s=0)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, "resumed", train=ToyImages(24, augment=True, fail_at=58), checkpoint_every_s=3600)
+    assert not (tmp_path / "resumed" / "last.pt").exists() and not (tmp_path / "resumed" / "best.pt").exists()
+    resumed = run(tmp_path, "resumed", checkpoint_every_s=3600)
+    assert comparable(resumed) == comparable(full)
+    best = load_checkpoint(tmp_path / "resumed" / "best.pt")
+    assert best["epoch"] == resumed["best_val"]["epoch"] == full["best_val"]["epoch"]
+    reference = load_checkpoint(tmp_path / "full" / "best.pt")["model"]
+    assert all(torch.equal(v, reference[k]) for k, v in best["model"].items())
 
 
 def test_a_finished_run_is_not_overwritten(tmp_path):
@@ -205,7 +220,7 @@ def test_a_finished_run_is_not_overwritten(tmp_path):
 
 def test_resuming_with_another_recipe_is_refused(tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path, train=ToyImages(24, fail_at=30))
+        run(tmp_path, train=ToyImages(24, fail_at=30), checkpoint_every_s=0)
     with pytest.raises(ValueError, match="another recipe, seed or task"):
         run(tmp_path, recipe=tiny_recipe(lr=1.0))
 
