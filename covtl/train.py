@@ -486,7 +486,7 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> dict[
     model.eval()
     probs, labels, groups, paths = [], [], [], []
     for batch in loader:
-        x = batch["image"].to(device, non_blocking=True)
+        x = _to_device(batch["image"], device)
         with _autocast(device):
             logits = model(x)
         probs.append(torch.softmax(logits.float(), dim=1).cpu())
@@ -564,14 +564,14 @@ def _loader(ds: Dataset, recipe: Recipe, cfg: TrainConfig, epoch: int, train: bo
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:
-    """Tensors of a (nested) batch moved to ``device``; image batches channels-last on CUDA."""
+    """Tensors of a (nested) batch moved to ``device``; image batches channels-last (see :func:`fit`)."""
     if isinstance(batch, dict):
         return {k: _to_device(v, device) for k, v in batch.items()}
     if isinstance(batch, list | tuple) and batch and isinstance(batch[0], torch.Tensor):
         return [_to_device(v, device) for v in batch]
     if isinstance(batch, torch.Tensor):
         batch = batch.to(device, non_blocking=True)
-        if device.type == "cuda" and batch.dim() == 4:
+        if batch.dim() == 4:
             batch = batch.contiguous(memory_format=torch.channels_last)
     return batch
 
@@ -620,9 +620,11 @@ def fit(
     seed_everything(cfg.seed)
     if recipe.kaiming_init:
         kaiming_init(model)
-    task.to(device)
-    if device.type == "cuda":
-        task.to(memory_format=torch.channels_last)
+    # channels-last on every device: on CUDA for tensor cores; on this project's 2-core CPU,
+    # measured at batch 16 on one thread (ResNet-18/50, 64/128 px; bench/train.py prints the same
+    # comparison), it trains 0-16% and evaluates 30-50% faster than
+    # the default layout (never slower). Results agree with the default layout to rounding only.
+    task.to(device).to(memory_format=torch.channels_last)
     opt = build_optimizer(_trainable(task, recipe), recipe)
     full_batches = bool(getattr(task, "full_batches", False))
     sched = build_scheduler(opt, recipe, steps_per_epoch(len(train_set), recipe, full_batches, world))
