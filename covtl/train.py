@@ -620,10 +620,10 @@ def fit(
     seed_everything(cfg.seed)
     if recipe.kaiming_init:
         kaiming_init(model)
-    # channels-last on every device: on CUDA for tensor cores; on this project's 2-core CPU,
-    # measured at batch 16 on one thread (ResNet-18/50, 64/128 px; bench/train.py prints the same
-    # comparison), it trains 0-16% and evaluates 30-50% faster than
-    # the default layout (never slower). Results agree with the default layout to rounding only.
+    # channels-last on every device: on CUDA for tensor cores; on this project's 2-core CPU it
+    # trains 0-16% and evaluates 30-50% faster than the default layout at batch 16 (ResNet-18/50,
+    # 64/128 px, one thread; bench/train.py prints the comparison), never slower. Results agree
+    # with the default layout to rounding only, which training then amplifies: a new draw.
     task.to(device).to(memory_format=torch.channels_last)
     opt = build_optimizer(_trainable(task, recipe), recipe)
     full_batches = bool(getattr(task, "full_batches", False))
