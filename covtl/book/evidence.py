@@ -61,6 +61,7 @@ class Evidence:
         self.exclude = frozenset(_key(p) for p in exclude)
         self._draws: dict[tuple[str, str], tuple[float, np.ndarray]] = {}
         self._preds: dict[str, pd.DataFrame] = {}
+        self._collapsed: dict[tuple[str, ...], str] = {}
 
     # ------------------------------------------------------------------ inputs
     def predictions(self, run_id: str) -> pd.DataFrame:
@@ -117,8 +118,15 @@ class Evidence:
         image, or F1 0 with an AUC interval that holds 0.5), or the cell as a whole is no better
         than chance: the hierarchical 95% interval of its test AUC (seeds and patients) reaches
         0.5. B7's frozen ResNet-18 stand-in learned nothing (validation accuracy fell over
-        30 epochs) yet kept an F1 above 0; only the second test caught it.
+        30 epochs) yet kept an F1 above 0; only the second test caught it. Answered once per set
+        of runs: the ledger asks again for every line that uses the cell.
         """
+        runs = tuple(cell["runs"])
+        if runs not in self._collapsed:
+            self._collapsed[runs] = self._collapse(cell)
+        return self._collapsed[runs]
+
+    def _collapse(self, cell: Mapping[str, Any]) -> str:
         for i, r in enumerate(cell["runs"]):
             p = self.predictions(r)
             why = collapse_reason(p.label.to_numpy(), p.prob_1.to_numpy(), p.group.astype(str).to_numpy())
