@@ -15,10 +15,11 @@ Batches: ``batch["image"]`` is a list of views from a multi-view transform: ``[x
 
 **Shuffle-BN on one device.** MoCo shuffles the key batch across GPUs so that a query and its
 positive key never share batch-norm statistics (which would leak the positive). On one
-device we split instead (``bn_splits``): queries are encoded in ``bn_splits`` chunks of the
+device we split instead (``bn_splits``): queries are normalised in ``bn_splits`` chunks of the
 batch, keys in ``bn_splits`` chunks of a random permutation of it, so every image's key is
-normalised with statistics of a different random subset, as on ``bn_splits`` GPUs. Under
-torchrun each process does the same on its own share.
+normalised with statistics of a different random subset, as on ``bn_splits`` GPUs. Only the
+batch-norm layers see the chunks; the convolutions run once on the whole batch (see
+``_split_forward``). Under torchrun each process does the same on its own share.
 
 Glossary: K = queue size, m = key-encoder momentum, T = temperature, C = embedding width.
 """
@@ -26,6 +27,7 @@ Glossary: K = queue size, m = key-encoder momentum, T = temperature, C = embeddi
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -46,8 +48,47 @@ def projector(in_dim: int, out_dim: int, hidden: int | None = None) -> nn.Module
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
 
 
-def _split_forward(fn, x: torch.Tensor, splits: int) -> torch.Tensor:
-    return torch.cat([fn(chunk) for chunk in x.chunk(max(1, min(splits, x.shape[0])))])
+def _chunks(n: int, splits: int) -> int:
+    return max(1, min(splits, n))
+
+
+def _split_bn_forward(bn: nn.modules.batchnorm._BatchNorm, splits: int, x: torch.Tensor) -> torch.Tensor:
+    """Training-mode batch norm of ``x`` as separate passes of its ``splits`` chunks compute it:
+    each chunk normalised with its own statistics, running statistics updated chunk by chunk."""
+    out = []
+    for c in x.chunk(_chunks(x.shape[0], splits)):  # nn.BatchNorm's own bookkeeping, once per chunk
+        factor = bn.momentum
+        if bn.num_batches_tracked is not None:
+            bn.num_batches_tracked.add_(1)
+            if bn.momentum is None:  # a cumulative average
+                factor = 1.0 / float(bn.num_batches_tracked)
+        out.append(F.batch_norm(c, bn.running_mean, bn.running_var, bn.weight, bn.bias, True, factor or 0.0, bn.eps))
+    return torch.cat(out)
+
+
+def _split_forward(modules: Sequence[nn.Module], fn, x: torch.Tensor, splits: int) -> torch.Tensor:
+    """``fn(x)`` computed as on ``splits`` devices, each with its chunk of the batch.
+
+    Only batch norm couples the images of a batch, so the convolutions run on the whole batch
+    (the arithmetic of one forward pass) while every training-mode batch-norm layer of
+    ``modules`` (those ``fn`` runs) normalises each chunk with that chunk's statistics. The
+    result is what ``torch.cat([fn(c) for c in x.chunk(splits)])`` computes, up to the rounding
+    of the convolutions' sums; one pass per chunk cost about 1.3x the arithmetic on a CPU
+    (bench/ssl_cost.py), because small batches use the matrix units less well.
+    """
+    if _chunks(x.shape[0], splits) == 1:
+        return fn(x)
+    norms = [
+        m for module in modules for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
+    ]
+    try:
+        for m in norms:
+            m.forward = functools.partial(_split_bn_forward, m, splits)
+        return fn(x)
+    finally:
+        for m in norms:
+            del m.forward
 
 
 @torch.no_grad()
@@ -137,7 +178,7 @@ class MoCo(nn.Module):
         def enc(c):
             return self.projector(self.model.forward_features(c))
 
-        return F.normalize(_split_forward(enc, x, self.bn_splits), dim=1)
+        return F.normalize(_split_forward((self.model, self.projector), enc, x, self.bn_splits), dim=1)
 
     @torch.no_grad()
     def encode_key(self, x: torch.Tensor) -> torch.Tensor:
@@ -147,7 +188,7 @@ class MoCo(nn.Module):
             return self.key_projector(self.key_model.forward_features(c))
 
         perm = torch.randperm(x.shape[0], device=x.device)
-        k = _split_forward(enc, x[perm], self.bn_splits)
+        k = _split_forward((self.key_model, self.key_projector), enc, x[perm], self.bn_splits)
         return F.normalize(k[torch.argsort(perm)], dim=1)
 
     def contrastive_loss(self, x_q: torch.Tensor, x_k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -211,7 +252,7 @@ class RegionMoCo(MoCo):
         if self.region_head is None:
             raise ValueError("this RegionMoCo has alpha2 = 0 and no region classifier; use alpha2 > 0")
         n, r = regions.shape[:2]
-        feats = _split_forward(self.model.forward_features, regions.flatten(0, 1), self.bn_splits)
+        feats = _split_forward((self.model,), self.model.forward_features, regions.flatten(0, 1), self.bn_splits)
         return self.region_head(feats).reshape(n, r, -1)
 
     def forward(self, batch: dict) -> torch.Tensor:

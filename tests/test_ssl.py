@@ -21,7 +21,7 @@ from covtl.losses import info_nce, nt_xent, region_loss
 from covtl.models import build_model
 from covtl.recipes import get_recipe
 from covtl.regions import REGIONS, boundary_map, crop_regions, lung_box, region_boxes
-from covtl.ssl import SSL_METHODS, MoCo, RegionMoCo, build_ssl
+from covtl.ssl import SSL_METHODS, MoCo, RegionMoCo, _split_forward, build_ssl
 from covtl.train import TrainConfig, fit, seed_everything
 
 
@@ -115,6 +115,42 @@ def test_no_gradient_reaches_the_key_encoder():
     assert all(p.grad is None for p in m.key_projector.parameters())
     assert m.model.fc.weight.grad is None  # the classifier head is not part of MoCo
     assert m.model.features[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "densenet121"])
+def test_split_batch_norm_is_one_pass_per_virtual_device(arch):
+    """MoCo's shuffled batch norm runs the convolutions once on the whole batch; it must compute
+    what one forward pass per chunk computes: outputs, gradients and running statistics."""
+    torch.manual_seed(0)
+    net = build_model(arch, num_classes=2).train()
+    twin = build_model(arch, num_classes=2).train()
+    twin.load_state_dict(net.state_dict())
+    x = torch.randn(5, 3, 32, 32)  # 5 in 2 chunks: 3 + 2, as x.chunk(2) cuts it
+    split = _split_forward((net,), net.forward_features, x, 2)
+    passes = torch.cat([twin.forward_features(c) for c in x.chunk(2)])
+    torch.testing.assert_close(split, passes, rtol=1e-4, atol=1e-5)
+    weights = torch.randn_like(split)
+    (split * weights).sum().backward()
+    (passes * weights).sum().backward()
+    for (name, a), b in zip(net.named_parameters(), twin.parameters(), strict=True):
+        if b.grad is not None:  # float32 sums in another order: equal to 1e-5 of the gradient's scale
+            assert (a.grad - b.grad).abs().max() <= 1e-5 * b.grad.abs().max(), name
+    for (name, a), b in zip(net.named_buffers(), twin.buffers(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)  # running stats, batch counts
+    assert not any("forward" in vars(m) for m in net.modules())  # batch norm is itself again
+    torch.testing.assert_close(net.forward_features(x), twin.forward_features(x), rtol=1e-4, atol=1e-5)
+
+
+def test_split_batch_norm_leaves_the_network_as_it_was_when_a_pass_fails():
+    net = build_model("resnet18", num_classes=2).train()
+
+    def failing(x):
+        net.forward_features(x)
+        raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        _split_forward((net,), failing, torch.randn(4, 3, 32, 32), 2)
+    assert not any("forward" in vars(m) for m in net.modules())
 
 
 def test_queue_larger_than_the_training_set_is_refused():
