@@ -29,6 +29,7 @@ from covtl.ssl import build_ssl
 NETWORKS = (("resnet18", 0), ("resnet18", 1), ("resnet18", 5), ("resnet34", 0), ("resnet50", 0),
             ("densenet121", 0), ("efficientnet_b0", 0), ("crnet", 0))
 SIZES = (32, 64, 128)
+CL = torch.channels_last  # fit() trains and evaluates channels-last on every device
 SSL = ("moco_v1", "moco_v2", "simclr", "rotation", "a_region_moco")
 
 
@@ -44,9 +45,9 @@ def _median_time(step, steps: int) -> float:
 
 def supervised(name: str, n_attn: int, size: int, steps: int, batch: int = 32) -> tuple[float, float]:
     torch.manual_seed(0)
-    net = build_model(name, num_classes=2, n_attn=n_attn)
+    net = build_model(name, num_classes=2, n_attn=n_attn).to(memory_format=CL)  # as fit() runs it
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-    x, y = torch.randn(batch, 3, size, size), torch.arange(batch) % 2
+    x, y = torch.randn(batch, 3, size, size).contiguous(memory_format=CL), torch.arange(batch) % 2
 
     def train_step() -> None:
         net.train()
@@ -54,7 +55,7 @@ def supervised(name: str, n_attn: int, size: int, steps: int, batch: int = 32) -
         torch.nn.functional.cross_entropy(net(x), y).backward()
         opt.step()
 
-    xe = torch.randn(2 * batch, 3, size, size)
+    xe = torch.randn(2 * batch, 3, size, size).contiguous(memory_format=CL)
 
     def eval_step() -> None:
         net.eval()
@@ -67,9 +68,9 @@ def supervised(name: str, n_attn: int, size: int, steps: int, batch: int = 32) -
 def ssl_step(method: str, size: int, steps: int, batch: int = 32) -> float:
     torch.manual_seed(0)
     extra = {"queue_size": 128} if "moco" in method else {}
-    task = build_ssl(method, build_model("resnet18", num_classes=2), **extra).train()
+    task = build_ssl(method, build_model("resnet18", num_classes=2), **extra).train().to(memory_format=CL)
     opt = torch.optim.SGD([p for p in task.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
-    views = [torch.randn(batch, 3, size, size), torch.randn(batch, 3, size, size)]
+    views = [torch.randn(batch, 3, size, size).contiguous(memory_format=CL) for _ in range(2)]
     if method == "a_region_moco":
         views.append(torch.randn(batch, 5, 3, size, size))
     batch_ = {"image": views}

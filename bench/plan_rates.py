@@ -15,7 +15,8 @@ timing ``fit()`` records, the images of each epoch) and prints, per stage and ov
   processes, the whole cost of decoding and augmenting) against images the step consumed per
   second: "the data never waits" needs a ratio of 3 or more.
 
-    python bench/plan_rates.py [results/cpu] [--matmul 6.9e10]
+    python bench/plan_rates.py [results/cpu] [--matmul 8.5e10] [--backbone resnet18 --n-attn 0]
+    python bench/plan_rates.py /tmp/covtl-stage-rates/rows.json   # what bench/stage_rates.py ran
 
 Asserts nothing: this is a measurement of runs already made.
 """
@@ -42,7 +43,8 @@ def run_row(notebook: str, params: dict, metrics: dict, wall_s: float) -> dict:
     factor = _factor(notebook, params, recipe)
     images = sum(h.get("images", 0) for h in metrics["history"])
     fwd = flops_per_image(params["backbone"], params.get("n_attn", 0), recipe.image_size)
-    return {"stage": notebook, "factor": factor, "images": images, "wall_s": wall_s,
+    return {"stage": notebook, "factor": factor, "backbone": params["backbone"], "n_attn": params.get("n_attn", 0),
+            "images": images, "wall_s": wall_s,
             "flops": images * FLOP_FACTORS[factor] * fwd, **metrics["timing"]}
 
 
@@ -85,10 +87,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("results", type=Path, nargs="?", default=Path(__file__).resolve().parents[1] / "results" / "cpu")
     ap.add_argument("--matmul", type=float, default=None, help="single-thread matmul FLOP/s (default: measure)")
+    ap.add_argument("--backbone", default=None, help="only the runs of this network")
+    ap.add_argument("--n-attn", type=int, default=None, help="only the runs with this many attention blocks")
     args = ap.parse_args()
-    rows = run_rows(args.results)
+    if args.results.suffix == ".json":
+        rows = json.loads(args.results.read_text())
+    else:
+        rows = run_rows(args.results)
+    rows = [r for r in rows if args.backbone in (None, r["backbone"]) and args.n_attn in (None, r["n_attn"])]
     if not rows:
-        raise SystemExit(f"no finished training runs under {args.results}/runs: give a study's results folder")
+        raise SystemExit(f"no finished training runs (of that network) under {args.results}: give a study's "
+                         "results folder or the rows.json of bench/stage_rates.py")
     torch.set_num_threads(1)
     mm = args.matmul or matmul_flops()
     print(f"{args.results}: {len(rows)} training runs; matmul {mm / 1e9:.1f} GFLOP/s with 1 thread")

@@ -15,6 +15,9 @@ already, from a study or an earlier invocation: a cache built here counts as the
 
     python bench/stage_rates.py [--data ../shared/data] [--epochs 1] [--jobs 2] [--out /tmp/covtl-stage-rates]
 
+The runs' rows are kept in ``--out/rows.json``: ``bench/plan_rates.py rows.json --matmul X``
+prints them again against another matrix-multiply rate (to compare with a recorded study).
+
 Asserts nothing: this is a measurement.
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import multiprocessing as mp
 import time
 from pathlib import Path
@@ -76,7 +80,7 @@ def main() -> None:
     torch.set_num_threads(1)
     mm = matmul_flops()
     tasks = [{"notebook": nb, "stage": stage, "args": kw, "epochs": args.epochs, "data": str(args.data),
-              "out": str(args.out / f"{i}-{nb}-{kw.get('method', kw['recipe_name'])}")}
+              "out": str(args.out / "runs" / f"{i}-{nb}-{kw.get('method', kw['recipe_name'])}")}
              for i, (nb, stage, kw) in enumerate(RUNS)]
     with mp.get_context("spawn").Pool(args.jobs) as pool:
         done = pool.map(_worker, tasks, chunksize=1)
@@ -85,6 +89,8 @@ def main() -> None:
         params = {"profile": PROFILE, "backbone": "resnet18", "n_attn": 0,
                   "recipe": d["args"]["recipe_name"], "method": d["args"].get("method", "")}
         rows.append(run_row(d["notebook"], params, d["metrics"], d["wall_s"]))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "rows.json").write_text(json.dumps(rows, indent=1) + "\n")  # for plan_rates.py --matmul
     print(f"this engine, cpu profile at {args.epochs} epoch(s) per run, {args.jobs} jobs x 1 thread; "
           f"matmul {mm / 1e9:.1f} GFLOP/s with 1 thread")
     print_table(rows, mm)
