@@ -42,7 +42,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from covtl.compute import FLOP_FACTORS, _factor, flops_per_image, step_key
+from covtl.compute import FLOP_FACTORS, flop_factor, flops_per_image, step_key
 from covtl.data.transforms import build_transform
 from covtl.models import build_model
 from covtl.provenance import provenance
@@ -74,7 +74,7 @@ def step_cases() -> list[dict[str, Any]]:
         if run.notebook not in NUM_CLASSES:
             continue
         recipe = get_recipe(p["recipe"])
-        factor = _factor(run.notebook, p, recipe)
+        factor = flop_factor(run.notebook, p, recipe)
         key = step_key(run.notebook, factor, p["backbone"], p.get("n_attn", 0), recipe.batch_size)
         cases.setdefault(key, {"notebook": run.notebook, "factor": factor, "backbone": p["backbone"],
                                "n_attn": p.get("n_attn", 0), "batch": recipe.batch_size, "recipe": p["recipe"],

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from models import matmul_flops
 
-from covtl.compute import FLOP_FACTORS, _factor, flops_per_image
+from covtl.compute import FLOP_FACTORS, flop_factor, flops_per_image
 from covtl.recipes import get_recipe, scale_recipe
 
 TIMING = ("step_s", "data_s", "val_s", "checkpoint_s", "test_s")
@@ -40,7 +40,7 @@ TIMING = ("step_s", "data_s", "val_s", "checkpoint_s", "test_s")
 def run_row(notebook: str, params: dict, metrics: dict, wall_s: float) -> dict:
     """One training run's FLOPs, images and timing (``params`` as the plan gives them)."""
     recipe = scale_recipe(get_recipe(params["recipe"]), params["profile"])
-    factor = _factor(notebook, params, recipe)
+    factor = flop_factor(notebook, params, recipe)
     images = sum(h.get("images", 0) for h in metrics["history"])
     fwd = flops_per_image(params["backbone"], params.get("n_attn", 0), recipe.image_size)
     return {"stage": notebook, "factor": factor, "backbone": params["backbone"], "n_attn": params.get("n_attn", 0),

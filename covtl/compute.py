@@ -25,7 +25,7 @@ import pandas as pd
 from .paper import load_paper_numbers
 
 __all__ = ["ASSUMED_THROUGHPUT", "FLOP_FACTORS", "GPU_STEPS_FILE", "PAPER_SCALE_IMAGES", "compute_assumptions",
-           "compute_estimate", "flops_per_image", "measured_estimate", "step_key"]
+           "compute_estimate", "flop_factor", "flops_per_image", "measured_estimate", "step_key"]
 
 #: images per epoch of each source dataset at the paper's scale (the study's data are smaller)
 PAPER_SCALE_IMAGES: dict[str, int] = {
@@ -81,7 +81,7 @@ def _images_per_epoch(notebook: str, params: Mapping[str, Any]) -> tuple[str, in
     return dataset, PAPER_SCALE_IMAGES.get(dataset, _covid_ct_train_images())
 
 
-def _factor(notebook: str, params: Mapping[str, Any], recipe) -> str:
+def flop_factor(notebook: str, params: Mapping[str, Any], recipe) -> str:
     """The key of :data:`FLOP_FACTORS` that a run of ``notebook`` with ``params`` and ``recipe`` does."""
     if notebook == "transferability":
         return "score"
@@ -130,7 +130,7 @@ def _per_run(plan, profile: str, throughput: float) -> pd.DataFrame:
         epochs = recipe.epochs if recipe is not None else 1
         size = recipe.image_size if recipe is not None else scale_recipe(get_recipe("a_finetune"), profile).image_size
         dataset, images = _images_per_epoch(run.notebook, p)
-        factor = _factor(run.notebook, p, recipe)
+        factor = flop_factor(run.notebook, p, recipe)
         fwd = flops_per_image(p["backbone"], p.get("n_attn", 0), size)
         flops = epochs * images * FLOP_FACTORS[factor] * fwd
         step = step_key(run.notebook, factor, p["backbone"], p.get("n_attn", 0),
