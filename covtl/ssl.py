@@ -48,15 +48,11 @@ def projector(in_dim: int, out_dim: int, hidden: int | None = None) -> nn.Module
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
 
 
-def _chunks(n: int, splits: int) -> int:
-    return max(1, min(splits, n))
-
-
-def _split_bn_forward(bn: nn.modules.batchnorm._BatchNorm, splits: int, x: torch.Tensor) -> torch.Tensor:
-    """Training-mode batch norm of ``x`` as separate passes of its ``splits`` chunks compute it:
+def _split_bn_forward(bn: nn.modules.batchnorm._BatchNorm, chunks: int, x: torch.Tensor) -> torch.Tensor:
+    """Training-mode batch norm of ``x`` as separate passes of its ``chunks`` chunks compute it:
     each chunk normalised with its own statistics, running statistics updated chunk by chunk."""
     out = []
-    for c in x.chunk(_chunks(x.shape[0], splits)):  # nn.BatchNorm's own bookkeeping, once per chunk
+    for c in x.chunk(chunks):  # nn.BatchNorm's own bookkeeping, once per chunk
         factor = bn.momentum
         if bn.num_batches_tracked is not None:
             bn.num_batches_tracked.add_(1)
@@ -76,7 +72,8 @@ def _split_forward(modules: Sequence[nn.Module], fn, x: torch.Tensor, splits: in
     of the convolutions' sums; one pass per chunk cost about 1.3x the arithmetic on a CPU
     (bench/ssl_cost.py), because small batches use the matrix units less well.
     """
-    if _chunks(x.shape[0], splits) == 1:
+    chunks = max(1, min(splits, x.shape[0]))  # as x.chunk(splits) cuts the batch
+    if chunks == 1:
         return fn(x)
     norms = [
         m for module in modules for m in module.modules()
@@ -84,7 +81,7 @@ def _split_forward(modules: Sequence[nn.Module], fn, x: torch.Tensor, splits: in
     ]
     try:
         for m in norms:
-            m.forward = functools.partial(_split_bn_forward, m, splits)
+            m.forward = functools.partial(_split_bn_forward, m, chunks)
         return fn(x)
     finally:
         for m in norms:
