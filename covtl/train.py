@@ -341,10 +341,26 @@ def _set_train_mode(task: nn.Module, recipe: Recipe) -> None:
 
 
 def build_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
+    """The recipe's optimizer over ``params``, with torch's fused kernel where it has one.
+
+    The fused kernel updates every parameter in one pass over memory instead of several
+    element-wise operations per tensor. On this project's CPU that makes Adam's step 2.5-3x
+    cheaper (ResNet-18: 40-60 ms -> 18-23 ms of a 0.4-0.9 s training step; ResNet-50:
+    104-118 ms -> 39-45 ms; ``bench/optimizer.py`` prints the figures) and SGD's about 3x. Same
+    update rule; results agree with the per-tensor loop to rounding only (a relative 2e-7 after
+    20 steps), which training then amplifies, as any change of kernel does. Where fused kernels
+    are missing (torch < 2.4 on CPU, SGD before 2.5, other devices) the per-tensor loop is used.
+    """
+    params = list(params)
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
-                               weight_decay=recipe.weight_decay)
-    return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+        cls, kw = torch.optim.SGD, {"lr": recipe.lr, "momentum": recipe.momentum,
+                                    "weight_decay": recipe.weight_decay}
+    else:
+        cls, kw = torch.optim.Adam, {"lr": recipe.lr, "weight_decay": recipe.weight_decay}
+    try:
+        return cls(params, fused=True, **kw)
+    except (RuntimeError, ValueError, TypeError):  # no fused kernel here; any other error recurs below
+        return cls(params, **kw)
 
 
 def build_scheduler(opt: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int):

@@ -19,6 +19,7 @@ from covtl.recipes import RECIPES, get_recipe, scale_recipe
 from covtl.train import (
     FinishedRunError,
     TrainConfig,
+    build_optimizer,
     fit,
     handoff,
     load_checkpoint,
@@ -111,6 +112,45 @@ def test_scaled_sgd_warms_up_and_adam_does_not():
     assert lrs[0] < lrs[5] < lrs[int(10 * a.warmup_epochs)] == pytest.approx(a.lr)
     assert scale_recipe(RECIPES["b_transfer"], "cpu").warmup_epochs == 0
     assert RECIPES["a_finetune"].warmup_epochs == 0  # the paper profile: as the paper gives it
+
+
+@pytest.mark.parametrize("recipe", ["b_transfer", "a_finetune"])  # Adam, SGD with momentum
+def test_the_fused_optimizer_makes_the_per_tensor_loops_update(recipe):
+    recipe = RECIPES[recipe]
+    torch.manual_seed(0)
+    nets = [build_model("resnet18", num_classes=2)]
+    nets.append(build_model("resnet18", num_classes=2))
+    nets[1].load_state_dict(nets[0].state_dict())
+    start = nets[1].fc.weight.detach().clone()
+    fused = build_optimizer(nets[0].parameters(), recipe)
+    assert fused.defaults["fused"]  # this torch has CPU kernels for both
+    loop = build_optimizer(nets[1].parameters(), recipe)
+    for group in loop.param_groups:
+        group["fused"], group["foreach"] = False, False
+    for _ in range(5):
+        grads = [torch.randn_like(p) for p in nets[0].parameters()]
+        for net, opt in zip(nets, (fused, loop), strict=True):
+            for p, g in zip(net.parameters(), grads, strict=True):
+                p.grad = g.clone()
+            opt.step()
+    assert not torch.equal(nets[1].fc.weight, start)  # the updates did something
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)  # the same rule, to rounding
+
+
+def test_without_a_fused_kernel_the_optimizer_falls_back_to_the_loop(monkeypatch):
+    real = torch.optim.Adam
+
+    def no_fused(params, **kw):
+        if kw.get("fused"):
+            raise RuntimeError("`fused=True` requires all the params to be on a supported device")
+        return real(params, **kw)
+
+    monkeypatch.setattr(torch.optim, "Adam", no_fused)
+    opt = build_optimizer(build_model("crnet", num_classes=2).parameters(), RECIPES["b_transfer"])
+    assert not opt.defaults["fused"] and opt.defaults["lr"] == RECIPES["b_transfer"].lr
+    with pytest.raises(ValueError, match="empty parameter list"):  # other errors still surface
+        build_optimizer([], RECIPES["b_transfer"])
 
 
 def test_engine_applies_the_schedule_per_step(tmp_path):

@@ -13,7 +13,9 @@ from torchvision.transforms import v2
 from covtl.data.transforms import (
     AUGMENTATIONS,
     IMAGENET_MEAN,
+    IMAGENET_STD,
     REGION_RATIO,
+    ToNormalizedTensor,
     TwoCrops,
     build_region_views,
     build_transform,
@@ -101,6 +103,19 @@ def test_two_crops_for_each_contrastive_stage(stage: str, image: Image.Image) ->
 def test_grayscale_input_gives_three_channels() -> None:
     gray = Image.fromarray(np.full((80, 100), 128, np.uint8))  # mode L
     assert build_transform("eval", 64)(gray).shape == (3, 64, 64)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_to_normalized_tensor_is_torchvisions_three_steps_bit_for_bit(mode: str, image: Image.Image) -> None:
+    img = image.convert(mode)
+    steps = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    assert torch.equal(ToNormalizedTensor()(img), v2.Compose(steps)(img))
+    assert torch.equal(ToNormalizedTensor(normalize=False)(img), v2.Compose(steps[:2])(img))
+
+
+def test_to_normalized_tensor_refuses_what_is_not_an_image() -> None:
+    with pytest.raises(TypeError, match="takes a PIL image, got Tensor"):
+        ToNormalizedTensor()(torch.zeros(3, 8, 8))
 
 
 def test_constant_image_normalises_to_imagenet_offsets() -> None:
