@@ -8,8 +8,10 @@ For each image size, one epoch over the real COVID19-CT images (all 746 of
 - loader: the same two through a torch DataLoader with 2 worker processes (batch 32; includes
   worker start-up, as a real epoch does)
 
-and the one-off cache build time with 1 and 2 decoding processes. Prints a table; asserts
-nothing (the numbers depend on the machine and its load).
+and the one-off cache build time with 1 and 2 decoding processes. Then the last step of every
+transform alone, per image of each size: torchvision's ``ToImage`` + ``ToDtype`` + ``Normalize``
+against :class:`covtl.data.transforms.ToNormalizedTensor` (the same values, one call). Prints
+tables; asserts nothing (the numbers depend on the machine and its load).
 
 The in-process epochs run with ``--threads`` torch threads (default 1, what DataLoader
 workers use): per-image tensor ops of 3 x 128 x 128 cross torch's parallel grain size, and on
@@ -33,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from covtl.data.cache import DecodedCache
 from covtl.data.images import load_image
-from covtl.data.transforms import build_transform, cache_spec
+from covtl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ToNormalizedTensor, build_transform, cache_spec
 
 STAGE = "b_supervised"
 _SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -93,6 +95,23 @@ def bench_size(paths: list[str], size: int, cache_dir: Path, loader: bool, batch
     return row
 
 
+def to_tensor_ms(size: int, repeats: int = 500) -> tuple[float, float]:
+    """Milliseconds per ``size`` px RGB image: torchvision's three to-tensor steps, ToNormalizedTensor."""
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    image = Image.fromarray(torch.randint(0, 256, (size, size, 3), dtype=torch.uint8).numpy())
+    three = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    out = []
+    for step in (three, ToNormalizedTensor()):
+        step(image)  # warm-up
+        start = time.perf_counter()
+        for _ in range(repeats):
+            step(image)
+        out.append(1000 * (time.perf_counter() - start) / repeats)
+    return out[0], out[1]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT / "covid-ct",
@@ -125,6 +144,10 @@ def main() -> int:
         if args.loader:
             line += f"{r['loader_files']:>10.0f}{r['loader_cache']:>10.0f}"
         print(line)
+    print(f"\n{'px':>4}{'to-tensor ms: torchvision':>27}{'ToNormalizedTensor':>20}")
+    for size in args.sizes:
+        tv, ours = to_tensor_ms(size)
+        print(f"{size:>4}{tv:>27.3f}{ours:>20.3f}")
     return 0
 
 

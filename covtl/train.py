@@ -344,12 +344,13 @@ def build_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
     """The recipe's optimizer over ``params``, with torch's fused kernel where it has one.
 
     The fused kernel updates every parameter in one pass over memory instead of several
-    element-wise operations per tensor. On this project's CPU that makes Adam's step 2.5-3x
-    cheaper (ResNet-18: 40-60 ms -> 18-23 ms of a 0.4-0.9 s training step; ResNet-50:
-    104-118 ms -> 39-45 ms; ``bench/optimizer.py`` prints the figures) and SGD's about 3x. Same
-    update rule; results agree with the per-tensor loop to rounding only (a relative 2e-7 after
-    20 steps), which training then amplifies, as any change of kernel does. Where fused kernels
-    are missing (torch < 2.4 on CPU, SGD before 2.5, other devices) the per-tensor loop is used.
+    element-wise operations per tensor. Inside a training step on this project's CPU (one
+    thread, batch 16; ``bench/optimizer.py`` prints the figures) Adam's update drops from
+    48-109 ms to 22-35 ms (ResNet-18 and -50, 64 and 128 px), SGD's from 18-38 ms to 16-28 ms
+    (about equal for ResNet-18 at 128 px). Same update rule; results agree with the per-tensor
+    loop to rounding only (a relative 2e-7 after 20 steps), which training then amplifies, as
+    any change of kernel does. Where fused kernels are missing (torch < 2.4 on CPU, SGD before
+    2.5, other devices) the per-tensor loop is used.
     """
     params = list(params)
     if recipe.optimizer == "sgd":
