@@ -79,11 +79,13 @@ __all__ = [
     "BaseResize",
     "Augmentation",
     "RegionViews",
+    "ToNormalizedTensor",
     "TwoCrops",
     "build_region_views",
     "build_transform",
     "build_two_crops",
     "cache_spec",
+    "normalize",
 ]
 
 #: ImageNet per-channel statistics (torchvision's ImageNet weights were trained with these)
@@ -298,29 +300,40 @@ def cache_spec(name: str, image_size: int, train: bool = True) -> tuple[int, str
     return _scaled(aug.eval_resize_at_224, image_size), aug.eval_resize
 
 
+_MEAN = torch.tensor(IMAGENET_MEAN).view(-1, 1, 1)
+_STD = torch.tensor(IMAGENET_STD).view(-1, 1, 1)
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """ImageNet normalisation per channel of float images ``... x 3 x H x W`` (one or a stack).
+
+    torchvision's ``Normalize`` arithmetic (minus the mean, then divided by the std), bit for bit,
+    in one call for any number of images.
+    """
+    return x.sub(_MEAN).div(_STD)
+
+
 class ToNormalizedTensor:
     """PIL image -> float tensor ``3 x H x W`` in [0, 1], then ImageNet-normalised (per channel).
 
     torchvision's ``ToImage``, ``ToDtype(float32, scale=True)`` and ``Normalize`` in one call: the
-    same operations in the same order (uint8 -> float32, times 1/255, minus the mean, divided by
-    the std), so the same values bit for bit, without three transforms' dispatch. At the study's
-    64-128 px that dispatch cost more than the arithmetic: 0.27 -> 0.10 ms per 64 px view,
-    0.36 -> 0.19 ms at 128 px on this project's CPU.
+    same operations in the same order (uint8 -> float32, times 1/255, then :func:`normalize`), so
+    the same values bit for bit, without three transforms' dispatch. At the study's 64-128 px
+    that dispatch cost more than the arithmetic: 0.27 -> 0.10 ms per 64 px view, 0.36 -> 0.19 ms
+    at 128 px on this project's CPU (``bench/data.py`` prints the figures).
 
     Args:
-        normalize: False stops at [0, 1] (A's region task normalises each crop itself).
+        normalize: False stops at [0, 1] (A's region task normalises its crops together).
     """
 
     def __init__(self, normalize: bool = True) -> None:
         self.normalize = normalize
-        self._mean = torch.tensor(IMAGENET_MEAN).view(-1, 1, 1)
-        self._std = torch.tensor(IMAGENET_STD).view(-1, 1, 1)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         if not isinstance(image, Image.Image):
             raise TypeError(f"{type(self).__name__} takes a PIL image, got {type(image).__name__}")
         x = v2.functional.pil_to_tensor(image).to(torch.float32).mul_(1.0 / 255)
-        return x.sub(self._mean).div(self._std) if self.normalize else x
+        return normalize(x) if self.normalize else x
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(normalize={self.normalize})"
@@ -433,7 +446,6 @@ class RegionViews:
             self.scale, self.ratio = (1.0, 1.0), (1.0, 1.0)
         self.photometric = v2.Compose(_photometric(aug, image_size))
         self.to_tensor = ToNormalizedTensor(normalize=False)  # PIL -> float in [0, 1]
-        self.normalize = v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)
 
     def sample(self, image: Image.Image) -> tuple[torch.Tensor, dict[str, tuple[int, int, int, int]]]:
         """The 5 x 3 x s x s regions and the boxes (top, left, bottom, right) they were cut from.
@@ -444,7 +456,7 @@ class RegionViews:
         _, h, w = x.shape
         boxes = random_region_boxes(lung_box(x.numpy()), h, w, scale=self.scale, ratio=self.ratio)
         crops = crop_regions(x, self.size, boxes=boxes)  # 5 x 3 x s x s
-        crops = torch.stack([self.normalize(self.photometric(c)) for c in crops])
+        crops = normalize(torch.stack([self.photometric(c) for c in crops]))
         return crops, boxes
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
